@@ -1,0 +1,82 @@
+"""Benchmark: `import customers` of a 1,000,000-row CSV into a fresh SQLite database.
+
+Generates the file once with the demo-data generator (bench/out/demo-<N>/, git-ignored),
+then times the real importer and reports rows/s and peak memory (ru_maxrss) of the
+importing process and of its validation workers. A second run of the same file
+measures the idempotent no-op re-import.
+
+    .venv/bin/python bench/import_customers.py [--customers 1000000] [--workers N] [--again]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+from datetime import date
+from pathlib import Path
+
+OUT = Path(__file__).parent / "out"
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU time of this process and of its finished children: unlike wall time, not inflated by other load."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=None, help="validation processes (default: auto)")
+    parser.add_argument("--again", action="store_true", help="also time a second, no-op import of the file")
+    args = parser.parse_args()
+
+    data = OUT / f"demo-{args.customers}"
+    customers_csv = data / "customers.csv"
+    if not customers_csv.exists():
+        from audiences.demo_data import generate
+
+        t = time.perf_counter()
+        files = generate(data, args.customers, seed=args.seed, as_of=date(2026, 11, 1))
+        print(f"generated {files.counts} in {time.perf_counter() - t:.1f} s")
+    size_mb = customers_csv.stat().st_size / 1e6
+
+    db = OUT / "bench-import.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
+    os.environ["RELANCE_DATABASE_URL"] = url
+    from audiences.importer import import_customers
+    from relance.db import get_engine, migrate
+
+    migrate(url)
+    engine = get_engine(url)
+    runs = 2 if args.again else 1
+    load = f"{os.getloadavg()[0]:.1f}"
+    for run in range(runs):
+        t, cpu = time.perf_counter(), _cpu_seconds()
+        report = import_customers(customers_csv, engine, workers=args.workers)
+        seconds = time.perf_counter() - t
+        importer_cpu, workers_cpu = (now - before for now, before in zip(_cpu_seconds(), cpu, strict=True))
+        label = "first import" if run == 0 else "re-import (no-op)"
+        print(
+            f"{label}: {report.rows:,} rows ({size_mb:.0f} MB) in {seconds:.1f} s "
+            f"= {report.rows / seconds:,.0f} rows/s; "
+            f"inserted {report.inserted:,}, updated {report.updated:,}, unchanged {report.unchanged:,}, "
+            f"rejected {len(report.rejected):,}, warnings {len(report.warnings):,}; "
+            f"CPU: importer {importer_cpu:.0f} s, validation workers {workers_cpu:.0f} s"
+        )
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: importer {self_mb:.0f} MB, largest validation worker {children_mb:.0f} MB")
+    print(
+        f"machine: {os.cpu_count()} cores, load average before/after {load} / {os.getloadavg()[0]:.1f}; "
+        "target < 120 s"
+    )
+
+
+if __name__ == "__main__":
+    main()

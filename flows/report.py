@@ -1,0 +1,33 @@
+"""The `report-campaign` flow: responses arrive for days after a send, so reports are refreshed on a
+schedule and published where operators look (Prefect artifacts), and as HTML/CSV files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.artifacts import publish_run_artifacts
+from relance.db import get_engine
+from relance.settings import get_settings
+from tracking.report import build_report, select_runs
+from tracking.report_render import write_csv, write_html
+
+
+@flow(name="report-campaign", log_prints=True)
+def report_campaign(campaign: str, run_key: str | None = None) -> dict[str, Any]:
+    """Publish the latest (or the given) run's figures as artifacts; write the campaign's HTML and CSV."""
+    engine = get_engine()
+    with engine.connect() as conn:
+        runs = select_runs(conn, campaign, run_key)
+        if not runs:
+            raise LookupError(f"no run of campaign `{campaign}` to report")
+        key = runs[-1].key
+        published = publish_run_artifacts(conn, campaign, key)
+        report = build_report(conn, campaign)
+    out = Path(get_settings().reports_dir)
+    html = write_html(report, out / f"{campaign}.html")
+    write_csv(report, out / f"{campaign}.csv")
+    print(f"{campaign}: run {key} published; report {html}")
+    return {"run_key": key, "html": str(html), "alerts": report.alerts, "rows": len(published["rows"])}

@@ -1,0 +1,66 @@
+"""The `train_models` Prefect flow: retrain the targeting models, score customers, refresh recommendations.
+
+Thin on purpose: training, evaluation, versioning and scoring live in
+audiences.learning. One task per model (a model with too little data is
+reported and skipped, the others still train); a version is scored only when
+it passes its metric floors, so campaigns keep using the previous passing
+version otherwise.
+
+Entry point of the deployment in prefect.yaml: ``flows/train_models.py:train_models``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+MODELS = ("churn", "response", "uplift")
+
+
+@task(cache_policy=NO_CACHE)
+def train_one(name: str, seed: int = 0) -> dict[str, Any]:
+    """Train, evaluate and store one model; score customers when the new version passes."""
+    from audiences.learning.models import NotEnoughData, train
+    from audiences.learning.scoring import score
+    from relance.db import get_engine
+
+    logger = get_run_logger()
+    engine = get_engine()
+    try:
+        trained = train(name, engine, seed=seed)
+    except NotEnoughData as exc:
+        logger.warning("%s not trained: %s", name, exc)
+        return {"model": name, "version": None, "passed": False, "note": str(exc)}
+    info = trained.info
+    row: dict[str, Any] = {"model": name, "version": info.version, "passed": info.passed}
+    row.update({k: v for k, v in info.meta["metrics"].items() if isinstance(v, int | float)})
+    if info.passed:
+        res = score(name, engine, version=info.version)
+        row["scored"] = res.customers
+        logger.info(
+            "%s %s passes; scored %d customers in %.1f s", name, info.version, res.customers, res.seconds
+        )
+    else:
+        logger.warning("%s %s is below its floors %s: not used", name, info.version, info.meta["floors"])
+    return row
+
+
+@task(cache_policy=NO_CACHE)
+def refresh_recommendations() -> dict[str, Any]:
+    from audiences.learning.recommend import recommend
+
+    res = recommend()
+    return {"model": "recommendations", "version": res.version, "passed": True, "scored": res.customers}
+
+
+@flow(name="train-models")
+def train_models(models: list[str] | None = None, seed: int = 0, recommendations: bool = True) -> list[dict]:
+    """Retrain ``models`` (default: churn, response, uplift) and publish their metrics as an artifact."""
+    rows = [train_one(name, seed) for name in (models or MODELS)]
+    if recommendations:
+        rows.append(refresh_recommendations())
+    create_table_artifact(key="model-metrics", table=rows, description="Targeting models trained by this run")
+    return rows

@@ -1,0 +1,406 @@
+"""Commands of this area attach to `relance.cli.app.app`."""
+
+from relance.cli.app import app  # noqa: F401
+
+# --------------------------------------------------------------------------
+# Delivery (issue 5): run, work, deploy, serve
+# --------------------------------------------------------------------------
+# isort: split
+from pathlib import Path as _Path  # noqa: E402
+
+import typer as _typer  # noqa: E402
+
+from relance.cli.app import app as _app  # noqa: E402
+
+
+def _print_run_summary(summary: dict) -> None:
+    """Counts per channel and status, unknown outcomes, and where the outbox is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not summary["totals"]:
+        console.print(
+            f"run {summary['key']} ({summary['campaign']}): nobody selected; "
+            "`relance plan <file>` shows where the audience leaves"
+        )
+        return
+    table = Table(title=f"run {summary['key']} ({summary['campaign']}): {summary['status']}")
+    statuses = sorted(summary["totals"])
+    table.add_column("channel")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for channel, by_status in sorted(summary["counts"].items()):
+        table.add_row(channel, *[str(by_status.get(s, 0)) for s in statuses])
+    table.add_row("total", *[str(summary["totals"][s]) for s in statuses], style="bold")
+    console.print(table)
+    if summary["paused_reason"]:
+        console.print(f"[yellow]paused:[/yellow] {summary['paused_reason']}")
+    if summary["unknown"]:
+        console.print(
+            f"[yellow]{summary['totals'].get('unknown', 0)} message(s) with unknown outcome[/yellow] "
+            "(the process died during the provider call): not re-sent. Check the provider, then "
+            "`relance run <file> --run-key KEY --resend-unknown` to send them again."
+        )
+        for row in summary["unknown"][:10]:
+            console.print(
+                f"  ledger {row['id']} customer {row['customer_id']} {row['channel']}: {row['reason']}"
+            )
+    console.print(f"outbox: {summary['outbox']}")
+
+
+@_app.command("run")
+def run_cmd(
+    campaign_file: _Path = _typer.Argument(..., help="The campaign YAML, e.g. campaigns/winback.yaml"),
+    run_key: str = _typer.Option(None, "--run-key", help="Occurrence key; the same key resumes the same run"),
+    resend_unknown: bool = _typer.Option(
+        False, "--resend-unknown", help="Send again the messages whose outcome is unknown after a crash"
+    ),
+    now: str = _typer.Option(None, "--now", help="Run as if at this ISO date-time (default: now)"),
+    no_prefect: bool = _typer.Option(
+        False, "--no-prefect", help="Run in this process without the Prefect engine (same ledger protocol)"
+    ),
+    ignore_alerts: bool = _typer.Option(
+        False, "--ignore-alerts", help="Resume a run paused by an alert threshold and do not pause it again"
+    ),
+) -> None:
+    """Run (or resume) a campaign through the Prefect flow and print what it sent.
+
+    Exit status 3 when the run is paused (an alert threshold was crossed, or a provider's circuit
+    breaker opened): the reason is printed; the same command resumes it.
+    """
+    import os
+
+    from relance.cli.common import ensure_db, fail
+    from relance.settings import get_settings
+    from tracking import dispatch, ledger
+
+    if ignore_alerts:
+        os.environ["RELANCE_ALERTS_PAUSE_RUNS"] = "false"  # also read by Prefect task threads
+        get_settings.cache_clear()
+
+    if not campaign_file.is_file():
+        fail(f"{campaign_file}: no such campaign file; write its path, e.g. campaigns/winback.yaml")
+    engine = ensure_db()
+    try:
+        if no_prefect:
+            summary = dispatch.run_direct(
+                engine, str(campaign_file), run_key, ledger.run_datetime(now), resend_unknown
+            )
+        else:
+            # Prefect's local API server may take longer than its 20 s default on a busy small machine
+            os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+            from flows.run_campaign import run_campaign
+
+            summary = run_campaign(
+                str(campaign_file), run_key=run_key, resend_unknown=resend_unknown, now=now
+            )
+    except ledger.RunError as exc:
+        fail(str(exc))
+    _print_run_summary(summary)
+    if summary["status"] == "paused":
+        raise _typer.Exit(3)
+
+
+@_app.command("work")
+def work_cmd(
+    run_key: str = _typer.Argument(..., help="Key of a started run, e.g. winback:2026-11-22"),
+    campaign_file: _Path = _typer.Option(
+        None, "--campaign", help="The campaign YAML (default: found by name)"
+    ),
+) -> None:
+    """Join a started run as one more sender: claim its pending batches until none is left (PostgreSQL)."""
+    from relance.cli.common import ensure_db, fail
+    from relance.settings import get_settings
+    from tracking import dispatch, ledger
+
+    engine = ensure_db()
+    try:
+        run = dispatch.join_run(engine, run_key, str(campaign_file) if campaign_file else None)
+    except ledger.RunError as exc:
+        fail(str(exc))
+    ctx = dispatch.make_context(run)
+    try:
+        done = dispatch.work(engine, ctx, get_settings().claim_timeout_seconds)
+    except dispatch.RunPaused as exc:
+        fail(str(exc))
+    _typer.echo(f"worker {ctx.worker}: {done} batch(es) sent")
+    _print_run_summary(dispatch.summarize(engine, run.run_id))
+
+
+@_app.command("deploy")
+def deploy_cmd(
+    check: bool = _typer.Option(False, "--check", help="Only report whether prefect.yaml is in sync"),
+    output: _Path = _typer.Option(_Path("prefect.yaml"), "--output", help="Where to write prefect.yaml"),
+    apply: bool = _typer.Option(
+        False, "--apply", help="Also register the deployments on the Prefect API (PREFECT_API_URL)"
+    ),
+) -> None:
+    """Write prefect.yaml: one deployment per scheduled campaign (then `prefect deploy --all`)."""
+    from flows.deploy import apply_deployments, check_prefect_yaml, write_prefect_yaml
+    from relance.cli.common import fail
+
+    if check:
+        problems = check_prefect_yaml(output)
+        if problems:
+            fail("\n".join(problems))
+        _typer.echo(f"{output} is in sync with the campaigns")
+        return
+    names = write_prefect_yaml(output)
+    _typer.echo(f"{output}: {len(names)} deployment(s): {', '.join(names) or '(no scheduled campaign)'}")
+    if apply:
+        applied = apply_deployments()
+        _typer.echo(f"registered on the Prefect API: {', '.join(applied) or 'nothing'}")
+
+
+@_app.command("serve")
+def serve_cmd() -> None:
+    """Run every scheduled campaign on this machine on its schedule (Prefect `serve`), until stopped."""
+    from flows.deploy import serve_campaigns
+
+    serve_campaigns()
+
+
+# --------------------------------------------------------------------------
+# Selection (issue 3): plan
+# --------------------------------------------------------------------------
+# isort: split
+from typing import Optional as _Optional  # noqa: E402, UP035
+
+
+def _load_campaign_for_plan(path: _Path):
+    """The campaign of ``path`` via relance.spec_loader (line numbers), else plain YAML + pydantic."""
+    from relance.cli.common import fail
+
+    if not path.is_file():
+        fail(f"{path}: no such campaign file; write its path, e.g. campaigns/winback.yaml")
+    try:
+        from relance.spec_loader import load_campaign
+    except ImportError:
+        import yaml
+
+        from relance.spec import Campaign
+
+        def load_campaign(p):  # noqa: ANN001, ANN202 - fallback until the loader exists
+            return Campaign.model_validate(yaml.safe_load(_Path(p).read_text(encoding="utf-8")))
+
+    try:
+        return load_campaign(path)
+    except Exception as exc:  # noqa: BLE001 - shown to the marketer with the file name
+        fail(f"{path}: {exc}")
+
+
+def _sms_sampler(engine, campaign):  # noqa: ANN001, ANN202
+    """Segments of the rendered SMS of one sample customer (channels.render), for the cost estimate."""
+    from sqlalchemy import select
+
+    from channels.render import RenderContext, Renderer
+    from channels.tracking_links import MemoryLinkRegistry
+    from relance.models import Customer, CustomerFeatures
+
+    renderer = Renderer(links=MemoryLinkRegistry())  # short SMS links, as sent: right segment count
+    variants = {v.message: v for v in campaign.effective_variants()}
+
+    def segments(message: str, customer_id: int) -> int | None:
+        with engine.connect() as conn:
+            ctab, ftab = Customer.__table__, CustomerFeatures.__table__
+            cust = conn.execute(select(ctab).where(ctab.c.id == customer_id))
+            feats = conn.execute(select(ftab).where(ftab.c.customer_id == customer_id))
+            customer, features = dict(cust.mappings().one()), dict(feats.mappings().first() or {})
+        variant = variants.get(message)
+        offer = {**campaign.offer, **(variant.offer if variant else {})}
+        ctx = RenderContext(
+            customer=customer, features=features, offer=offer, campaign=campaign.name,
+            variant=variant.name if variant else "default",
+        )  # fmt: skip
+        return renderer.render(message, "sms", ctx).segments
+
+    return segments
+
+
+def _print_funnel(funnel: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"plan {funnel['campaign']} at {funnel['now']}")
+    for col, just in (("step", "left"), ("customers", "right"), ("removed", "right"), ("why", "left")):
+        table.add_column(col, justify=just)
+    for step in funnel["steps"]:
+        removed = f"-{step['removed']:,}" if step["step"] != "base" else ""
+        why = step["why"] if step["step"] != "base" else ""
+        table.add_row(step["step"], f"{step['count']:,}", removed, why)
+    ctl = funnel["control"]
+    table.add_row(
+        "control group", f"{funnel['recipients']['customers']:,}", f"-{ctl['held_out_customers']:,}",
+        f"{ctl['percent']}% held out (stable hash), not sent",
+    )  # fmt: skip
+    console.print(table)
+    rows = Table(title=f"recipients (strategy {funnel['strategy']})")
+    for col in ("variant", "channel", "messages", "held out"):
+        rows.add_column(col, justify="right" if col in ("messages", "held out") else "left")
+    grouped: dict[tuple, list[int]] = {}
+    for r in funnel["rows"]:
+        grouped.setdefault((r["variant"], r["channel"]), [0, 0])[1 if r["in_control"] else 0] += r["messages"]
+    for (variant, channel), (sent, held) in sorted(grouped.items()):
+        rows.add_row(variant, channel, f"{sent:,}", f"{held:,}")
+    console.print(rows)
+    win = funnel["window"]
+    if win["deferred_customers"]:
+        console.print(f"[yellow]{win['deferred_customers']:,} customer(s) outside their window now[/yellow]:")
+        for z in win["by_timezone"][:10]:
+            reasons = "; ".join(z["reasons"].values())
+            console.print(f"  {z['timezone']}: {z['customers']:,} ({reasons}); opens {z['next_open']}")
+    cost = funnel["cost"]
+    console.print(
+        f"estimated cost: {cost['total_euros']:.2f} EUR (SMS {cost['sms_messages']:,} x "
+        f"{cost['sms_segments_per_message']} segment(s) x {cost['sms_price_per_segment']} = "
+        f"{cost['sms_euros']:.2f} EUR; {cost['note']})"
+    )
+
+
+def _write_plan_csv(engine, campaign, now, path: _Path) -> int:  # noqa: ANN001
+    """Stream the planned recipients (the run's exact rows) into a CSV file."""
+    import csv
+
+    from sqlalchemy import select
+
+    from audiences.selection import build_selection
+    from relance.models import Customer
+
+    cust = Customer.__table__
+    sel = build_selection(campaign, now, bind=engine).subquery("sel")
+    query = (
+        select(sel.c.customer_id, cust.c.external_id, sel.c.channel, sel.c.variant, sel.c.message)
+        .add_columns(sel.c.in_control)
+        .join_from(sel, cust, cust.c.id == sel.c.customer_id)
+        .order_by(sel.c.customer_id, sel.c.channel)
+    )
+    n = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh, engine.connect() as conn:
+        writer = csv.writer(fh)
+        writer.writerow(["customer_id", "external_id", "channel", "variant", "message", "in_control"])
+        for row in conn.execution_options(yield_per=20_000).execute(query):
+            writer.writerow([*row[:5], int(bool(row[5]))])
+            n += 1
+    return n
+
+
+@_app.command("plan")
+def plan_cmd(
+    campaign_file: _Path = _typer.Argument(..., help="The campaign YAML, e.g. campaigns/winback.yaml"),
+    now: str = _typer.Option(None, "--now", help="Plan as if at this ISO date-time (default: now)"),
+    explain_id: str = _typer.Option(None, "--explain", help="A customer id (the shop's): in or out, and why"),
+    output: _Optional[tuple[str, _Path]] = _typer.Option(  # noqa: UP045
+        None, "--output", help="`--output csv FILE`: write the planned recipients"
+    ),
+    as_json: bool = _typer.Option(False, "--json", help="Print the funnel as JSON"),
+) -> None:
+    """Show who a run would reach, before any send: the funnel step by step, the recipients, the cost."""
+    import json
+
+    from audiences.plan import explain, funnel
+    from audiences.rules import RuleError
+    from audiences.selection import SelectionError
+    from relance.cli.common import console, ensure_db, fail
+    from relance.models import utcnow
+
+    campaign = _load_campaign_for_plan(campaign_file)
+    at = utcnow()
+    if now:
+        from datetime import UTC, datetime
+
+        try:
+            at = datetime.fromisoformat(now)
+        except ValueError:
+            fail(f"--now {now!r}: write an ISO date-time, e.g. 2026-11-24T10:00:00+01:00")
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    engine = ensure_db()
+    try:
+        with engine.connect() as conn:
+            if explain_id:
+                result = explain(conn, campaign, at, explain_id)
+                if as_json:
+                    console.print_json(json.dumps(result, default=str))
+                    return
+                verdict = "[green]IN[/green]" if result["in"] else "[red]OUT[/red]"
+                console.print(f"customer {explain_id}: {verdict} (step {result['step']}): {result['why']}")
+                for ch, state in result.get("channels", {}).items():
+                    console.print(f"  {ch}: {state}")
+                for msg in result.get("messages", []):
+                    console.print(f"  -> {msg['channel']} variant {msg['variant']} message {msg['message']}")
+                return
+            sampler = _sms_sampler(engine, campaign)
+            result = funnel(conn, campaign, at, sms_segments=sampler)
+    except (RuleError, SelectionError) as exc:
+        fail(f"{campaign_file}: {exc}")
+    if as_json:
+        console.print_json(json.dumps(result, default=str))
+    else:
+        _print_funnel(result)
+    if output:
+        fmt, path = output
+        if fmt != "csv":
+            fail(f"--output {fmt}: only csv is supported; write `--output csv recipients.csv`")
+        n = _write_plan_csv(engine, campaign, at, path)
+        console.print(f"{path}: {n:,} planned row(s)")
+
+
+# --------------------------------------------------------------------------
+# Campaign language (issue 3): validate, schema
+# --------------------------------------------------------------------------
+
+
+@_app.command("validate")
+def validate_cmd(
+    files: list[_Path] = _typer.Argument(None, help="Campaign files (default: every campaigns/*.yaml)"),
+    strict: bool = _typer.Option(False, "--strict", help="Warnings fail too (exit code 1)"),
+) -> None:
+    """Check campaigns before they run: YAML, schema, segments, templates, fields, and each rendering."""
+    from relance.settings import get_settings
+    from relance.spec_loader import campaign_files, validate_files
+
+    paths = list(files or campaign_files(_Path(get_settings().campaigns_dir)))
+    if not paths:
+        folder = get_settings().campaigns_dir
+        _typer.echo(f"no campaign file in {folder}/: write one (see campaigns/README.md)")
+        raise _typer.Exit(1)
+    problems = validate_files(paths)
+    for problem in problems:
+        _typer.echo(str(problem))
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    if not files and not errors and _Path("prefect.yaml").is_file():
+        from flows.deploy import check_prefect_yaml  # schedules vs deployments (imports Prefect: slow)
+
+        drift = check_prefect_yaml(_Path("prefect.yaml"), _Path(get_settings().campaigns_dir))
+        for text in drift:
+            _typer.echo(f"warning: {text}")
+        warnings += len(drift)
+    _typer.echo(f"{len(paths)} campaign file(s) checked: {errors} error(s), {warnings} warning(s)")
+    if errors or (strict and warnings):
+        raise _typer.Exit(1)
+
+
+@_app.command("schema")
+def schema_cmd(
+    output: _Path = _typer.Option(None, "--output", "-o", help="Default: campaigns/schema.json"),
+    check: bool = _typer.Option(False, "--check", help="Only report whether the file is up to date"),
+) -> None:
+    """Write the JSON Schema of campaign files, so that editors complete and check the YAML as you type."""
+    from relance.settings import get_settings
+    from relance.spec_loader import schema_text
+
+    path = output or _Path(get_settings().campaigns_dir) / "schema.json"
+    text = schema_text()
+    if check:
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current != text:
+            _typer.echo(f"{path} is out of date with relance/spec.py: run `relance schema`")
+            raise _typer.Exit(1)
+        _typer.echo(f"{path} is up to date")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    _typer.echo(f"{path}: JSON Schema of campaign files written")

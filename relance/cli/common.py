@@ -1,0 +1,34 @@
+"""Helpers shared by the CLI modules: a ready database, and refusing with a clear message."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+
+_migrated: set[str] = set()
+console = Console()
+err_console = Console(stderr=True)
+
+
+def ensure_db(url: str | None = None) -> Engine:
+    """The engine of the configured database, migrated to head first (idempotent, once per process).
+
+    Every command that touches the database calls this, so a fresh machine just works.
+    """
+    from relance.db import get_engine, migrate
+    from relance.settings import get_settings
+
+    url = url or get_settings().database_url
+    if url not in _migrated:
+        migrate(url)
+        _migrated.add(url)
+    return get_engine(url)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` in red on stderr and exit with status 1."""
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)

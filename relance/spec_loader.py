@@ -1,0 +1,850 @@
+"""Load campaign and segment YAML with the line and column of every key and value.
+
+Why our own loader around PyYAML: marketers must read `file:line:column: what
+to write instead`, while PyYAML's ``safe_load`` forgets positions and
+pydantic only knows paths such as ``("audience", "all", 0, "gte")``. We compose
+the YAML into nodes, build the data and a map path -> position from the same
+walk, validate with pydantic, then translate each error's path into a position
+and each error type into a sentence a non-programmer can act on.
+
+The YAML dialect is YAML 1.1 without its traps: only true/false are booleans
+(so `NO`, the country code of Norway, stays a text), numbers have no base 60
+(so `10:00` is a time, not 600) and no leading-zero octal (so a postcode
+`07500` stays a text). Duplicate keys are errors instead of silently keeping
+the last one.
+
+``load_campaign`` checks one file on its own (YAML, schema, cron, time zones,
+windows); ``check_file`` also checks what it refers to (segments, templates,
+fields, features, models) and renders each message, for ``relance validate``.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import yaml
+from pydantic import BaseModel, Discriminator, ValidationError
+
+from relance.spec import (
+    RULE_KINDS,
+    RULE_TAGS,
+    AllRule,
+    AnyRule,
+    Campaign,
+    CampaignRule,
+    FeatureRule,
+    FieldRule,
+    NotRule,
+    ScoreRule,
+    SegmentRule,
+    SegmentsFile,
+    TargetRule,
+    TopRule,
+    nearest,
+    rule_kind,
+)
+
+M = TypeVar("M", bound=BaseModel)
+Path_ = tuple[Any, ...]  # a location in the data: keys and list indexes
+
+
+# --------------------------------------------------------------------------
+# Problems
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing to fix (or, as a warning, to know), at file:line:column (1-based)."""
+
+    file: str
+    line: int | None
+    column: int | None
+    message: str
+    severity: str = "error"  # or "warning": reported, but does not fail `relance validate`
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}" + (f":{self.column}" if self.column else "")
+        kind = "warning: " if self.severity == "warning" else ""
+        return f"{where}: {kind}{self.message}"
+
+
+class SpecError(ValueError):
+    """A campaign or segments file that cannot be used; ``problems`` says where and what to write."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+# --------------------------------------------------------------------------
+# YAML with positions
+# --------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and numbers (see the module docstring)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:0|[1-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?(?:0|[1-9][0-9_]*)[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a value sits: its own start, and the start of its key when it is a mapping value."""
+
+    line: int
+    column: int
+    key_line: int | None = None
+    key_column: int | None = None
+
+
+Marks = dict[Path_, Position]
+
+_YAML_HINTS = (
+    ("cannot start any token", "indent with spaces, not tabs"),
+    ("mapping values are not allowed", "put quotes around a text containing `: `, e.g. "
+     'description: "Offre : -15 %", or check the indentation of this line'),
+    ("could not find expected ':'", "each line of a mapping is `key: value`; check it and the line above"),
+    ("expected <block end>", "keys of one mapping must start in the same column: check the indentation"),
+    ("found unexpected end of stream", "close the quote opened here"),
+    ("found undefined alias", "define the anchor (&name) before using it (*name)"),
+    ("expected a single document", "keep one campaign per file: remove the `---` line"),
+)  # fmt: skip
+
+
+def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    what = getattr(exc, "problem", None) or str(exc)
+    text = f"{what} {getattr(exc, 'context', '') or ''}"
+    hint = next((h for needle, h in _YAML_HINTS if needle in text), "check the indentation and the quotes")
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return Problem(file, line, col, f"not valid YAML: {what}; {hint}")
+
+
+class _Builder:
+    """Builds plain data and the path -> position map from composed nodes, reporting duplicate keys."""
+
+    def __init__(self, loader: _Loader, file: str) -> None:
+        self.loader, self.file = loader, file
+        self.marks: Marks = {}
+        self.problems: list[Problem] = []
+        self._depth = 0
+
+    def build(self, node: yaml.Node, path: Path_, key: yaml.Node | None = None) -> Any:
+        start = node.start_mark
+        self.marks[path] = Position(
+            start.line + 1,
+            start.column + 1,
+            key.start_mark.line + 1 if key is not None else None,
+            key.start_mark.column + 1 if key is not None else None,
+        )
+        self._depth += 1
+        try:
+            if self._depth > 200:  # an alias that contains itself
+                raise RecursionError
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self.loader.construct_object(node, deep=True)
+        finally:
+            self._depth -= 1
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
+        self.loader.flatten_mapping(node)  # `<<: *anchor` merge keys
+        out: dict[Any, Any] = {}
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = self.loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                mark = key_node.start_mark
+                self.problems.append(
+                    Problem(
+                        self.file, mark.line + 1, mark.column + 1, "a key must be a plain name, e.g. `name:`"
+                    )
+                )
+                continue
+            if key in seen:
+                mark = key_node.start_mark
+                self.problems.append(
+                    Problem(
+                        self.file, mark.line + 1, mark.column + 1,
+                        f"duplicate key `{key}` (also on line {seen[key]}): keep only one",
+                    )
+                )  # fmt: skip
+                continue
+            seen[key] = key_node.start_mark.line + 1
+            out[key] = self.build(value_node, (*path, key), key_node)
+        return out
+
+
+def display_path(path: Path | str) -> str:
+    """The path as the user should read it: relative to the working directory when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def load_yaml(path: Path | str, text: str | None = None) -> tuple[Any, Marks]:
+    """The data of a YAML file and the position of every value, or SpecError."""
+    file = display_path(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SpecError([Problem(file, None, None, "no such file; check the path")]) from None
+        except UnicodeDecodeError as exc:
+            raise SpecError(
+                [Problem(file, None, None, f"not UTF-8 text ({exc.reason}); save it as UTF-8")]
+            ) from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {(): Position(1, 1)}
+        builder = _Builder(loader, file)
+        data = builder.build(node, ())
+    except yaml.YAMLError as exc:
+        raise SpecError([_yaml_problem(file, exc)]) from None
+    except RecursionError:
+        raise SpecError([Problem(file, None, None, "an alias (*name) refers to itself; remove it")]) from None
+    finally:
+        loader.dispose()
+    if builder.problems:
+        raise SpecError(builder.problems)
+    return data, builder.marks
+
+
+# --------------------------------------------------------------------------
+# Pydantic errors -> problems
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Located(Generic[M]):
+    """A validated model with the positions of its source, for checks that point into the file."""
+
+    value: M
+    file: str
+    marks: Marks
+
+    def at(self, path: Path_, key: bool = False) -> tuple[int | None, int | None]:
+        return position(self.marks, path, key)
+
+    def problem(self, path: Path_, message: str, severity: str = "error", key: bool = False) -> Problem:
+        line, col = self.at(path, key)
+        return Problem(self.file, line, col, message, severity)
+
+
+def position(marks: Marks, path: Path_, key: bool = False) -> tuple[int | None, int | None]:
+    """Line and column of ``path`` (of its key with ``key=True``), else of its nearest known parent."""
+    path = tuple(path)
+    while path not in marks and path:
+        path = path[:-1]
+    pos = marks.get(path)
+    if pos is None:
+        return None, None
+    if key and pos.key_line is not None:
+        return pos.key_line, pos.key_column
+    return pos.line, pos.column
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """(inner type, is it the rule union) with Optional and Annotated peeled off."""
+    is_rule = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            if any(isinstance(m, Discriminator) for m in annotation.__metadata__):
+                is_rule = True
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) == 1:
+                annotation = args[0]
+                continue
+        return annotation, is_rule
+
+
+def model_at(root: type[BaseModel], data: Any, path: Path_) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``path`` (rules resolved by their subject key)."""
+    annotation: Any = root
+    node = data
+    for step in (*path, None):
+        annotation, is_rule = _unwrap(annotation)
+        if is_rule:
+            kind = rule_kind(node)
+            if kind is None:
+                return None
+            annotation = RULE_KINDS[kind.removesuffix(" rule")]
+        if step is None:
+            break
+        origin = typing.get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found = next(
+                (f for n, f in annotation.model_fields.items() if (f.alias or n) == step or n == step), None
+            )
+            if found is None:
+                return None
+            annotation = found.annotation
+        elif origin is list and isinstance(step, int):
+            annotation = typing.get_args(annotation)[0]
+        elif origin is dict:
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return None
+        node = node.get(step) if isinstance(node, dict) else node[step] if isinstance(node, list) else None
+    annotation, _ = _unwrap(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def keys_of(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return value if len(value) <= 60 else value[:57] + "..."
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "(empty)"
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000).strip()
+    text = text.removesuffix("...").strip()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _name(path: Path_) -> str:
+    """`sending_window.end`, `audience.all[0].gte`: how a location is named in messages."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out or "the campaign"
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path_, list[Any]]:
+    """Split a pydantic ``loc`` into the path that exists in the data and what is left (missing keys...)."""
+    path: list[Any] = []
+    rest: list[Any] = []
+    node = data
+    for step in loc:
+        if step in RULE_TAGS:
+            continue
+        in_dict = isinstance(node, dict) and step in node
+        in_list = isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)
+        if not rest and (in_dict or in_list):
+            path.append(step)
+            node = node[step]
+        else:
+            rest.append(step)
+    return tuple(path), rest
+
+
+_TYPE_HINTS: dict[str, str] = {
+    "int": "is not a whole number; write e.g. 3",
+    "float": "is not a number; write digits only, e.g. 15 or 29.9 (no % or € sign)",
+    "bool": "is not true or false; write true or false",
+    "string": "is not a text; put it in quotes",
+    "time": "is not a time; write HH:MM, e.g. 09:00",
+    "datetime": "is not a date and time; write e.g. 2026-12-01T09:30:00",
+    "date": "is not a date; write YYYY-MM-DD, e.g. 2024-01-31",
+    "list": "is not a list; write [a, b] or one `- item` per line below the key",
+    "tuple": "is not a pair; write [low, high], e.g. [30, 90]",
+    "dict": "is not a mapping; write `key: value` lines indented below it",
+    "model": "is not a mapping; write `key: value` lines indented below it",
+    "model_attributes": "is not a mapping; write `key: value` lines indented below it",
+}
+
+
+def _type_family(kind: str) -> str | None:
+    """The expected type of a wrong-type error (None for other errors, e.g. string_too_long)."""
+    if not kind.endswith(("_type", "_parsing", "_from_float", "_fractional_part", "_parsing_size")):
+        return None
+    for family in ("datetime", "date", "time", "int", "float", "bool", "string", "list", "tuple", "dict"):
+        if kind.startswith(family):
+            return family
+    if kind in ("model_type", "model_attributes_type", "dataclass_type"):
+        return "model"
+    return None
+
+
+def _rule_kind_message(value: Any, path: Path_) -> tuple[Path_, bool, str]:
+    """Why a mapping is not a rule, and where to point (path, at its key?)."""
+    example = "e.g. `segment: lapsed_buyers`, or `feature: recency_days` with `gte: 90`"
+    if not isinstance(value, dict):
+        return path, False, f"`{_shown(value)}` is not a rule: a rule is a mapping, {example}"
+    subjects = [k for k in value if k in RULE_KINDS]
+    if len(subjects) > 1:
+        return (
+            (*path, subjects[1]),
+            True,
+            f"one rule has both `{subjects[0]}:` and `{subjects[1]}:`: a rule has one of them; put the two "
+            f"rules as items of a list under `all:` (both must match) or `any:` (either)",
+        )
+    for key in value:
+        close = nearest(str(key), RULE_KINDS)
+        if close:
+            return (*path, key), True, f"`{key}` is not a kind of rule; did you mean `{close}`?"
+    found = ", ".join(f"`{k}`" for k in value) or "nothing"
+    return (
+        path,
+        False,
+        f"this rule has {found} but no subject key: write one of {', '.join(RULE_KINDS)}, {example}",
+    )
+
+
+def _expected_literals(ctx: dict[str, Any] | None) -> list[str]:
+    return re.findall(r"'([^']*)'", str((ctx or {}).get("expected", "")))
+
+
+def _message(
+    root: type[BaseModel], data: Any, err: dict[str, Any], path: Path_, rest: list[Any]
+) -> tuple[Path_, bool, str]:
+    """(path to point at, point at the key?, sentence) for one pydantic error."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    key = next((s for s in reversed(path) if isinstance(s, str)), None)
+    label = f"`{key}: {_shown(value)}`" if key is not None else f"`{_shown(value)}`"
+    if kind == "extra_forbidden":
+        model = model_at(root, data, path[:-1])
+        allowed = keys_of(model) if model else []
+        where = _name(path[:-1])
+        close = nearest(str(path[-1]), allowed)
+        hint = f"did you mean `{close}`?" if close else f"write one of: {', '.join(allowed)}"
+        return path, True, f"unknown key `{path[-1]}` in {where}; {hint}"
+    if kind == "missing":
+        missing = rest[-1] if rest else key
+        model = model_at(root, data, path)
+        described = ""
+        if model is not None:
+            info = next((f for n, f in model.model_fields.items() if (f.alias or n) == missing), None)
+            described = f" ({info.description})" if info is not None and info.description else ""
+        return path, bool(path), f"{_name(path)} needs `{missing}:`{described}; add it"
+    if kind == "rule_kind":
+        return _rule_kind_message(value, path)
+    if kind == "literal_error":
+        options = _expected_literals(ctx)
+        close = nearest(str(value), options)
+        hint = f"did you mean `{close}`? " if close else ""
+        return path, False, f"{label} is not allowed here; {hint}write one of: {', '.join(options)}"
+    if kind == "string_pattern_mismatch":
+        slug = re.sub(r"[^a-z0-9_-]+", "-", str(value).lower()).strip("-_") or "my-campaign"
+        return (
+            path,
+            False,
+            f"{label} is not a valid name: use lowercase letters, digits, - and _, e.g. `{slug}`",
+        )
+    if kind in ("value_error", "assertion_error"):
+        text = str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
+        return path, False, text
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return path, False, f"{label}: {err['msg'].replace('Input should be', 'must be')}"
+    if kind == "too_short":
+        what = "rule" if key in ("all", "any") else "item"
+        return path, False, f"`{key}:` needs at least one {what} in its list ({_name(path)} is empty)"
+    if kind == "too_long":
+        return path, False, f"{label}: {err['msg'].replace('should have', 'must have')}"
+    family = _type_family(kind)
+    if family is not None:
+        return path, False, f"{label} {_TYPE_HINTS[family]}"
+    text = re.sub(r"^(Input|String|List|Value) should", "must", err["msg"])
+    return path, False, f"{label}: {text}"
+
+
+_WANTED = {
+    "float": "a number", "int": "a number", "date": "a date (YYYY-MM-DD)", "datetime": "a date",
+    "string": "a text", "bool": "true or false", "tuple": "a pair [low, high]",
+}  # fmt: skip
+
+
+def problems_from_validation(
+    exc: ValidationError, root: type[BaseModel], data: Any, marks: Marks, file: str
+) -> list[Problem]:
+    """One readable problem per location (pydantic may report one value once per member of a union)."""
+    grouped: dict[tuple[Path_, Any], list[tuple[dict[str, Any], list[Any]]]] = {}
+    for err in exc.errors(include_url=False):
+        path, rest = _data_path(data, err["loc"])
+        missing = rest[-1] if err["type"] == "missing" and rest else None
+        grouped.setdefault((path, missing), []).append((err, rest))
+    problems = []
+    for (path, _), errs in grouped.items():
+        err, rest = errs[0]
+        families = {_type_family(e["type"]) for e, _ in errs}
+        if len(errs) > 1 and families <= set(_WANTED):
+            key = next((s for s in reversed(path) if isinstance(s, str)), "value")
+            wanted = " or ".join(sorted({_WANTED[f] for f in families}))
+            point, at_key, text = (
+                path,
+                False,
+                f"`{key}: {_shown(err.get('input'))}` is not valid: write {wanted}",
+            )
+        else:
+            point, at_key, text = _message(root, data, err, path, rest)
+        line, col = position(marks, point, at_key)
+        problems.append(Problem(file, line, col, text))
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
+
+
+def validate_model(model: type[M], data: Any, marks: Marks, file: str) -> M:
+    """``model`` from loaded data, or SpecError with file:line:column problems."""
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
+        required = [f.alias or n for n, f in model.model_fields.items() if f.is_required()]
+        first = (required or keys_of(model))[0]
+        raise SpecError([Problem(file, 1, 1, f"the file is {what}: write `key: value` lines, starting with "
+                                 f"`{first}:`")])  # fmt: skip
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(problems_from_validation(exc, model, data, marks, file)) from None
+
+
+def load_located(path: Path | str, model: type[M]) -> Located[M]:
+    data, marks = load_yaml(path)
+    file = display_path(path)
+    return Located(validate_model(model, data, marks, file), file, marks)
+
+
+def load_campaign(path: Path | str) -> Campaign:
+    """The campaign of ``path`` (YAML and schema checked, references not): SpecError otherwise."""
+    return load_located(path, Campaign).value
+
+
+def load_segments(path: Path | str) -> Located[SegmentsFile]:
+    """audiences/segments.yaml with positions (SegmentBook adds the reference checks)."""
+    return load_located(path, SegmentsFile)
+
+
+# --------------------------------------------------------------------------
+# Checks across files: relance validate
+# --------------------------------------------------------------------------
+
+
+def walk_rules(rule: Any, path: Path_) -> Iterator[tuple[Any, Path_]]:
+    """Every rule inside ``rule`` (itself included) with its path in the file."""
+    if rule is None:
+        return
+    yield rule, path
+    if isinstance(rule, AllRule | AnyRule):
+        key = "all" if isinstance(rule, AllRule) else "any"
+        for i, sub in enumerate(getattr(rule, key)):
+            yield from walk_rules(sub, (*path, key, i))
+    elif isinstance(rule, NotRule):
+        yield from walk_rules(rule.not_, (*path, "not"))
+
+
+@dataclass
+class CheckContext:
+    """What reference checks compare against; built once for a whole `relance validate`."""
+
+    templates_dir: Path
+    models_dir: Path
+    segments: Any  # audiences.segments.SegmentBook
+    campaign_names: set[str] = field(default_factory=set)
+    renderer: Any = None
+
+    @classmethod
+    def from_settings(cls, campaign_names: set[str] | None = None) -> CheckContext:
+        from audiences.segments import SegmentBook
+        from relance.settings import get_settings
+
+        settings = get_settings()
+        try:
+            book = SegmentBook.load(settings.segments_file)
+        except SpecError as exc:
+            book = SegmentBook.broken(settings.segments_file, exc.problems)
+        return cls(
+            templates_dir=Path(settings.templates_dir),
+            models_dir=Path(settings.models_dir),
+            segments=book,
+            campaign_names=campaign_names or set(),
+        )
+
+    def template_names(self) -> list[str]:
+        root = self.templates_dir
+        if not root.is_dir():
+            return []
+        return sorted(
+            p.parent.relative_to(root).as_posix()
+            for p in root.rglob("content.yaml")
+            if not p.relative_to(root).as_posix().startswith("_")
+        )
+
+    def model_known(self, name: str) -> bool:
+        root = self.models_dir
+        return root.is_dir() and any(p.name == name or p.stem == name for p in root.iterdir())
+
+
+# The models `relance train` knows (audiences.learning.models.TRAINERS; importing it would load
+# scikit-learn into every `relance validate`, a test keeps the two in sync).
+TRAINABLE_MODELS: tuple[str, ...] = ("response", "churn", "uplift")
+
+
+def untrained(model: str, models_dir: Path) -> str:
+    """The warning for a model with no trained version, naming the model to train or the known ones."""
+    if model in TRAINABLE_MODELS:
+        return f"no trained model `{model}` yet (nothing in {models_dir}/): run `relance train {model}` first"
+    close = nearest(model, TRAINABLE_MODELS)
+    hint = f"did you mean `{close}`?" if close else f"relance trains {', '.join(TRAINABLE_MODELS)}"
+    return f"no model `{model}` in {models_dir}/; {hint}"
+
+
+def check_rules(
+    located: Located[Any], rule: Any, path: Path_, ctx: CheckContext, segments: bool = True
+) -> list[Problem]:
+    """Field, feature, segment, model and past campaign names used by ``rule`` (with nearest names)."""
+    from audiences.rules import CUSTOMER_FIELDS, FEATURES
+
+    out: list[Problem] = []
+
+    def unknown(at: Path_, what: str, value: str, known: Any, where: str = "") -> None:
+        close = nearest(value, known)
+        hint = f"did you mean `{close}`?" if close else f"write one of: {', '.join(sorted(known))}"
+        out.append(located.problem(at, f"`{at[-1]}: {value}` is not a known {what}{where}; {hint}"))
+
+    for sub, at in walk_rules(rule, path):
+        if isinstance(sub, FieldRule) and sub.field not in CUSTOMER_FIELDS:
+            unknown((*at, "field"), "customer field", sub.field, CUSTOMER_FIELDS)
+        elif isinstance(sub, FeatureRule) and sub.feature not in FEATURES:
+            unknown((*at, "feature"), "feature", sub.feature, FEATURES)
+        elif isinstance(sub, SegmentRule) and segments:
+            problem = ctx.segments.problem_with(sub.segment)
+            if problem is not None:
+                out.append(located.problem((*at, "segment"), problem))
+        elif isinstance(sub, ScoreRule | TopRule):
+            model = sub.score.model if isinstance(sub, ScoreRule) else sub.top.model
+            key = "score" if isinstance(sub, ScoreRule) else "top"
+            if not ctx.model_known(model):
+                out.append(located.problem((*at, key, "model"), untrained(model, ctx.models_dir), "warning"))
+        elif isinstance(sub, TargetRule) and not ctx.model_known("uplift"):
+            out.append(located.problem((*at, "target"), untrained("uplift", ctx.models_dir), "warning"))
+        elif (
+            isinstance(sub, CampaignRule)
+            and ctx.campaign_names
+            and sub.campaign.name not in ctx.campaign_names
+        ):
+            close = nearest(sub.campaign.name, ctx.campaign_names)
+            hint = f"; did you mean `{close}`?" if close else ""
+            out.append(
+                located.problem(
+                    (*at, "campaign", "name"),
+                    f"no campaign named `{sub.campaign.name}` in the campaign files{hint}",
+                    "warning",
+                )
+            )
+    return out
+
+
+def _message_paths(campaign: Campaign) -> list[tuple[str, Path_, int | None]]:
+    """(template folder, where it is written, variant index) for every message a campaign sends."""
+    out: list[tuple[str, Path_, int | None]] = []
+    for i, variant in enumerate(campaign.variants):
+        if variant.message is not None:
+            out.append((variant.message, ("variants", i, "message"), i))
+        elif campaign.message is not None:
+            out.append((campaign.message, ("message",), i))
+    if not campaign.variants and campaign.message is not None:
+        out.append((campaign.message, ("message",), None))
+    return out
+
+
+def check_messages(located: Located[Campaign], ctx: CheckContext) -> list[Problem]:
+    """Every template exists, supports the campaign's channels and renders for sample customers."""
+    from channels.render import Renderer
+    from channels.tracking_links import MemoryLinkRegistry
+
+    campaign = located.value
+    if ctx.renderer is None:
+        ctx.renderer = Renderer(ctx.templates_dir, links=MemoryLinkRegistry())  # SMS segments as sent
+    out: list[Problem] = []
+    checked: set[tuple[str, str]] = set()
+    for message, at, index in _message_paths(campaign):
+        if not ctx.renderer.exists(message):
+            close = nearest(message, ctx.template_names())
+            hint = f"did you mean `{close}`?" if close else "create it (see templates/README.md)"
+            folder = Path(ctx.templates_dir) / message / "content.yaml"
+            text = f"`message: {message}` is not a template folder (no {folder}); {hint}"
+            out.append(located.problem(at, text))
+            continue
+        variant = campaign.variants[index] if index is not None else None
+        offer = {**campaign.offer, **(variant.offer if variant else {})}
+        key = (message, repr(sorted(offer.items())))
+        if key not in checked:
+            checked.add(key)
+            out.extend(_render_problems(located, ctx.renderer, message, at, offer, variant))
+    return out
+
+
+_UNDEFINED_OFFER = re.compile(r"`offer\.(\w+)`|offer\.(\w+)")
+
+
+def _render_problems(
+    located: Located[Campaign], renderer: Any, message: str, at: Path_, offer: dict[str, Any], variant: Any
+) -> list[Problem]:
+    """Helper C's ``Renderer.check`` for one message, for its sample customers (fr, en, no first name).
+
+    Problems keep their template file:line; each also names the campaign line that uses the
+    message, and a missing offer field names where to add it.
+    """
+    from channels.render import RenderContext
+    from relance.cli.messages import SAMPLE_CUSTOMERS, SAMPLE_RECOMMENDATIONS
+
+    campaign = located.value
+    samples = [
+        RenderContext(
+            customer=dict(c),
+            offer=offer,
+            variant=variant.name if variant else "default",
+            campaign=campaign.name,
+            recommendations=SAMPLE_RECOMMENDATIONS,
+        )  # fmt: skip
+        for c in SAMPLE_CUSTOMERS
+    ]
+    out: list[Problem] = []
+    for p in renderer.check(message, list(campaign.channels.order), offer, samples):
+        missing = [
+            n for m in _UNDEFINED_OFFER.finditer(p.message) for n in m.groups() if n and n not in offer
+        ] if "undefined" in p.message else []  # fmt: skip
+        if missing:
+            offer_at: Path_ = ("offer",)
+            if variant is not None and variant.offer:
+                offer_at = ("variants", campaign.variants.index(variant), "offer")
+            line, _ = located.at(offer_at, key=True)
+            where = f"{located.file}:{line}" if line else located.file
+            note = f" (add `{missing[0]}:` under `offer:` in {where})"
+        else:
+            line, col = located.at(at)
+            note = f" (message of {located.file}:{line}:{col})" if line else f" (message of {located.file})"
+        out.append(Problem(p.file, p.line, None, _with_suggestion(p.message) + note))
+    return out
+
+
+_NOT_DEFINED = re.compile(r"`(\w+)` is not defined.*?You can use: ([^\[]*)", re.DOTALL)
+
+
+def _with_suggestion(text: str) -> str:
+    """Add "did you mean" to an undefined template variable, from the names the renderer lists."""
+    found = _NOT_DEFINED.search(text)
+    if not found:
+        return text
+    names = [n.strip().removesuffix("()") for n in found.group(2).split(",")]
+    close = nearest(found.group(1), names)
+    return text.replace(f"`{found.group(1)}` is not defined", f"`{found.group(1)}` is not defined "
+                        f"(did you mean `{close}`?)", 1) if close else text  # fmt: skip
+
+
+def check_campaign(located: Located[Campaign], ctx: CheckContext) -> list[Problem]:
+    """Reference checks and renderings of one loaded campaign."""
+    campaign = located.value
+    out = check_rules(located, campaign.audience, ("audience",), ctx)
+    strategy = campaign.channels
+    model = {"channel": "response"}.get(strategy.model or "response", strategy.model or "response")
+    if strategy.strategy == "best" and not ctx.model_known(model):
+        where = ("channels", "model") if strategy.model else ("channels", "strategy")
+        out.append(located.problem(where, untrained(model, ctx.models_dir), "warning"))
+    out.extend(check_messages(located, ctx))
+    sched = campaign.schedule
+    if sched is not None and sched.at is not None:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        at = sched.at if sched.at.tzinfo else sched.at.replace(tzinfo=ZoneInfo(sched.timezone))
+        if at < datetime.now(ZoneInfo("UTC")):
+            text = f"`at: {sched.at}` is in the past: it will never run"
+            out.append(located.problem(("schedule", "at"), text, "warning"))
+    return out
+
+
+def check_file(path: Path | str, ctx: CheckContext) -> tuple[Campaign | None, list[Problem]]:
+    """Everything `relance validate` reports for one campaign file (errors and warnings)."""
+    try:
+        located = load_located(path, Campaign)
+    except SpecError as exc:
+        return None, exc.problems
+    return located.value, check_campaign(located, ctx)
+
+
+def campaign_files(folder: Path) -> list[Path]:
+    """The campaign files of a folder: *.yaml and *.yml, sorted."""
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
+def validate_files(paths: list[Path], ctx: CheckContext | None = None) -> list[Problem]:
+    """Problems of several campaign files, the segments file, and names used twice."""
+    if ctx is None:
+        names = set()
+        for p in paths:
+            try:
+                data, _ = load_yaml(p)
+                if isinstance(data, dict) and isinstance(data.get("name"), str):
+                    names.add(data["name"])
+            except SpecError:
+                pass
+        ctx = CheckContext.from_settings(names)
+    problems: list[Problem] = list(ctx.segments.problems)
+    problems.extend(
+        ctx.segments.check_names(lambda located, rule, at: check_rules(located, rule, at, ctx, False))
+    )
+    owners: dict[str, str] = {}
+    segments_file = Path(ctx.segments.file).resolve()
+    for path in paths:
+        if Path(path).resolve() == segments_file:
+            continue  # the segments file is checked above, whatever the arguments
+        campaign, found = check_file(path, ctx)
+        problems.extend(found)
+        if campaign is not None:
+            file = display_path(path)
+            if campaign.name in owners:
+                line, col = position(load_yaml(path)[1], ("name",))
+                problems.append(
+                    Problem(file, line, col, f"`name: {campaign.name}` is already the name of the campaign "
+                            f"in {owners[campaign.name]}: give each campaign its own name")
+                )  # fmt: skip
+            owners.setdefault(campaign.name, file)
+    return problems
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of a campaign file (campaigns/schema.json), for editors."""
+    out = Campaign.model_json_schema(by_alias=True, mode="validation")
+    out["$schema"] = "http://json-schema.org/draft-07/schema#"
+    out["title"] = "relance campaign"
+    out["description"] = "A campaign of relance (campaigns/*.yaml); see campaigns/README.md"
+    return out
+
+
+def schema_text() -> str:
+    """campaigns/schema.json as written by `relance schema` (stable: a test compares it)."""
+    import json
+
+    return json.dumps(schema(), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
