@@ -68,5 +68,6 @@ def main() -> None:
     total_score = time.perf_counter() - t0
     print(f"total: train {total_train:.1f} s, score {total_score:.1f} s")
 
+
 if __name__ == "__main__":
     main()

@@ -156,9 +156,7 @@ class Writer:
         self.seen = StagedKeys(conn)
         self.profile_cols = [c for c in PROFILE if c in header]
         self.address_at = [self.profile_cols.index(c) for c in ("email", "phone") if c in self.profile_cols]
-        self.defaults = {
-            c: ctx[f"default_{c}"] for c in ("locale", "timezone") if c not in self.profile_cols
-        }
+        self.defaults = {c: ctx[f"default_{c}"] for c in ("locale", "timezone") if c not in self.profile_cols}
         insert_cols = ["external_id", *self.profile_cols, *self.defaults, "created_at", "updated_at"]
         updates = ", ".join(f"{c} = excluded.{c}" for c in (*self.profile_cols, "updated_at"))
         conflict = f"DO UPDATE SET {updates}" if self.profile_cols else "DO NOTHING"

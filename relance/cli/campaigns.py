@@ -1,26 +1,24 @@
 """Commands of this area attach to `relance.cli.app.app`."""
 
-from relance.cli.app import app  # noqa: F401
+from pathlib import Path as _Path
+from typing import Optional as _Optional  # noqa: UP035
+
+import typer as _typer
+
+from relance.cli.app import app as _app
+from relance.cli.common import console
 
 # --------------------------------------------------------------------------
 # Delivery (issue 5): run, work, deploy, serve
 # --------------------------------------------------------------------------
-# isort: split
-from pathlib import Path as _Path  # noqa: E402
-
-import typer as _typer  # noqa: E402
-
-from relance.cli.app import app as _app  # noqa: E402
 
 
 def _print_run_summary(summary: dict) -> None:
     """Counts per channel and status, unknown outcomes, and where the outbox is."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
     if not summary["totals"]:
-        console.print(
+        console().print(
             f"run {summary['key']} ({summary['campaign']}): nobody selected; "
             "`relance plan <file>` shows where the audience leaves"
         )
@@ -33,20 +31,20 @@ def _print_run_summary(summary: dict) -> None:
     for channel, by_status in sorted(summary["counts"].items()):
         table.add_row(channel, *[str(by_status.get(s, 0)) for s in statuses])
     table.add_row("total", *[str(summary["totals"][s]) for s in statuses], style="bold")
-    console.print(table)
+    console().print(table)
     if summary["paused_reason"]:
-        console.print(f"[yellow]paused:[/yellow] {summary['paused_reason']}")
+        console().print(f"[yellow]paused:[/yellow] {summary['paused_reason']}")
     if summary["unknown"]:
-        console.print(
+        console().print(
             f"[yellow]{summary['totals'].get('unknown', 0)} message(s) with unknown outcome[/yellow] "
             "(the process died during the provider call): not re-sent. Check the provider, then "
             "`relance run <file> --run-key KEY --resend-unknown` to send them again."
         )
         for row in summary["unknown"][:10]:
-            console.print(
+            console().print(
                 f"  ledger {row['id']} customer {row['customer_id']} {row['channel']}: {row['reason']}"
             )
-    console.print(f"outbox: {summary['outbox']}")
+    console().print(f"outbox: {summary['outbox']}")
 
 
 @_app.command("run")
@@ -164,8 +162,6 @@ def serve_cmd() -> None:
 # --------------------------------------------------------------------------
 # Selection (issue 3): plan
 # --------------------------------------------------------------------------
-# isort: split
-from typing import Optional as _Optional  # noqa: E402, UP035
 
 
 def _load_campaign_for_plan(path: _Path):
@@ -219,10 +215,8 @@ def _sms_sampler(engine, campaign):  # noqa: ANN001, ANN202
 
 
 def _print_funnel(funnel: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
     table = Table(title=f"plan {funnel['campaign']} at {funnel['now']}")
     for col, just in (("step", "left"), ("customers", "right"), ("removed", "right"), ("why", "left")):
         table.add_column(col, justify=just)
@@ -235,7 +229,7 @@ def _print_funnel(funnel: dict) -> None:
         "control group", f"{funnel['recipients']['customers']:,}", f"-{ctl['held_out_customers']:,}",
         f"{ctl['percent']}% held out (stable hash), not sent",
     )  # fmt: skip
-    console.print(table)
+    console().print(table)
     rows = Table(title=f"recipients (strategy {funnel['strategy']})")
     for col in ("variant", "channel", "messages", "held out"):
         rows.add_column(col, justify="right" if col in ("messages", "held out") else "left")
@@ -244,15 +238,16 @@ def _print_funnel(funnel: dict) -> None:
         grouped.setdefault((r["variant"], r["channel"]), [0, 0])[1 if r["in_control"] else 0] += r["messages"]
     for (variant, channel), (sent, held) in sorted(grouped.items()):
         rows.add_row(variant, channel, f"{sent:,}", f"{held:,}")
-    console.print(rows)
+    console().print(rows)
     win = funnel["window"]
     if win["deferred_customers"]:
-        console.print(f"[yellow]{win['deferred_customers']:,} customer(s) outside their window now[/yellow]:")
+        n = win["deferred_customers"]
+        console().print(f"[yellow]{n:,} customer(s) outside their window now[/yellow]:")
         for z in win["by_timezone"][:10]:
             reasons = "; ".join(z["reasons"].values())
-            console.print(f"  {z['timezone']}: {z['customers']:,} ({reasons}); opens {z['next_open']}")
+            console().print(f"  {z['timezone']}: {z['customers']:,} ({reasons}); opens {z['next_open']}")
     cost = funnel["cost"]
-    console.print(
+    console().print(
         f"estimated cost: {cost['total_euros']:.2f} EUR (SMS {cost['sms_messages']:,} x "
         f"{cost['sms_segments_per_message']} segment(s) x {cost['sms_price_per_segment']} = "
         f"{cost['sms_euros']:.2f} EUR; {cost['note']})"
@@ -322,21 +317,23 @@ def plan_cmd(
             if explain_id:
                 result = explain(conn, campaign, at, explain_id)
                 if as_json:
-                    console.print_json(json.dumps(result, default=str))
+                    console().print_json(json.dumps(result, default=str))
                     return
                 verdict = "[green]IN[/green]" if result["in"] else "[red]OUT[/red]"
-                console.print(f"customer {explain_id}: {verdict} (step {result['step']}): {result['why']}")
+                console().print(f"customer {explain_id}: {verdict} (step {result['step']}): {result['why']}")
                 for ch, state in result.get("channels", {}).items():
-                    console.print(f"  {ch}: {state}")
+                    console().print(f"  {ch}: {state}")
                 for msg in result.get("messages", []):
-                    console.print(f"  -> {msg['channel']} variant {msg['variant']} message {msg['message']}")
+                    console().print(
+                        f"  -> {msg['channel']} variant {msg['variant']} message {msg['message']}"
+                    )
                 return
             sampler = _sms_sampler(engine, campaign)
             result = funnel(conn, campaign, at, sms_segments=sampler)
     except (RuleError, SelectionError) as exc:
         fail(f"{campaign_file}: {exc}")
     if as_json:
-        console.print_json(json.dumps(result, default=str))
+        console().print_json(json.dumps(result, default=str))
     else:
         _print_funnel(result)
     if output:
@@ -344,7 +341,7 @@ def plan_cmd(
         if fmt != "csv":
             fail(f"--output {fmt}: only csv is supported; write `--output csv recipients.csv`")
         n = _write_plan_csv(engine, campaign, at, path)
-        console.print(f"{path}: {n:,} planned row(s)")
+        console().print(f"{path}: {n:,} planned row(s)")
 
 
 # --------------------------------------------------------------------------

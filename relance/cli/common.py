@@ -9,8 +9,16 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 _migrated: set[str] = set()
-console = Console()
-err_console = Console(stderr=True)
+
+
+def console() -> Console:
+    """A console sized from the environment at call time (COLUMNS, the terminal), not at import."""
+    return Console()
+
+
+def err_console() -> Console:
+    """The standard-error console, sized like `console()`."""
+    return Console(stderr=True)
 
 
 def ensure_db(url: str | None = None) -> Engine:
@@ -30,5 +38,5 @@ def ensure_db(url: str | None = None) -> Engine:
 
 def fail(message: str) -> NoReturn:
     """Print ``message`` in red on stderr and exit with status 1."""
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    err_console().print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)

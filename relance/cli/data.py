@@ -42,7 +42,7 @@ def _run_import(kind: str, path: Path, encoding: str, problems: Path | None, wor
 
     engine = ensure_db()
     try:
-        with console.status(f"importing {path} ...") as status:
+        with console().status(f"importing {path} ...") as status:
             report = import_file(
                 kind,
                 path,
@@ -69,22 +69,24 @@ def _print_report(report, problems_path: Path) -> None:
         ("seconds", f"{report.seconds:.1f}"),
     ):
         table.add_row(label, f"{value:,}" if isinstance(value, int) else value)
-    console.print(table)
+    console().print(table)
     for title, items, style in (("rejected", report.rejected, "red"), ("warning", report.warnings, "yellow")):
         for p in items[:SHOWN_PROBLEMS]:
-            console.print(f"[{style}]{title}[/{style}] line {p.line} ({p.key}): {p.reason}", highlight=False)
+            console().print(
+                f"[{style}]{title}[/{style}] line {p.line} ({p.key}): {p.reason}", highlight=False
+            )
         if len(items) > SHOWN_PROBLEMS:
-            console.print(f"... and {len(items) - SHOWN_PROBLEMS:,} more {title} rows")
+            console().print(f"... and {len(items) - SHOWN_PROBLEMS:,} more {title} rows")
     if report.rejected or report.warnings:
         report.write_problems(problems_path)
-        console.print(f"every rejected row and warning, with its line: [bold]{problems_path}[/bold]")
+        console().print(f"every rejected row and warning, with its line: [bold]{problems_path}[/bold]")
 
 
 def _refresh_features(engine) -> None:
     from audiences.features import refresh
 
     result = refresh(engine)
-    console.print(f"features refreshed for {result.customers:,} customers in {result.seconds:.1f} s")
+    console().print(f"features refreshed for {result.customers:,} customers in {result.seconds:.1f} s")
 
 
 @import_app.command("customers")
@@ -149,7 +151,7 @@ def features_refresh(
     from audiences.features import refresh
 
     result = refresh(ensure_db(), full=all_)
-    console.print(f"features computed for {result.customers:,} customers in {result.seconds:.1f} s")
+    console().print(f"features computed for {result.customers:,} customers in {result.seconds:.1f} s")
 
 
 @customers_app.command("export")
@@ -166,7 +168,7 @@ def customers_export(
         fail(str(exc))
     if out:
         out.write_text(data + "\n", encoding="utf-8")
-        console.print(f"written to {out}")
+        console().print(f"written to {out}")
     else:
         typer.echo(data)
 
@@ -188,7 +190,7 @@ def customers_forget(
         done = forget(customer, ensure_db())
     except UnknownCustomer as exc:
         fail(str(exc))
-    console.print(
+    console().print(
         f"customer {done['external_id']} (id {done['customer_id']}) erased at "
         f"{done['erased_at']:%Y-%m-%d %H:%M} UTC; "
         f"removed {done['device']} device(s), {done['customer_interest']} interest(s)"
@@ -214,9 +216,9 @@ def demo_data(
     except ValueError:
         fail(f"--as-of {as_of!r} is not a date; write 2026-11-01")
     started = time.perf_counter()
-    with console.status("generating ..."):
+    with console().status("generating ..."):
         files = generate(out, customers, seed=seed, orders_per_customer=orders_per_customer, as_of=reference)
-    console.print(f"wrote {files.counts} to {out}/ in {time.perf_counter() - started:.1f} s")
+    console().print(f"wrote {files.counts} to {out}/ in {time.perf_counter() - started:.1f} s")
     if no_import:
         return
     for kind, path in (

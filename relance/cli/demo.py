@@ -47,7 +47,7 @@ def _reset(paths: list[Path]) -> None:
 
 
 def _step(title: str) -> float:
-    console.rule(f"[bold cyan]{title}")
+    console().rule(f"[bold cyan]{title}")
     return time.perf_counter()
 
 
@@ -69,15 +69,29 @@ def demo(
             fail("`relance demo --fresh` only resets a SQLite database; use --keep with another database")
         db_file = Path(settings.database_url.removeprefix("sqlite:///"))
         reset_engines()
-        _reset([db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), settings.outbox_dir,
-                settings.reports_dir, Path("demo-data")])
+        _reset(
+            [
+                db_file,
+                Path(f"{db_file}-wal"),
+                Path(f"{db_file}-shm"),
+                settings.outbox_dir,
+                settings.reports_dir,
+                Path("demo-data"),
+            ]
+        )
     engine = ensure_db()
 
     _step(f"1. Demo customer base ({customers:,} customers, seed {seed})")
     from relance.cli.data import demo_data
 
-    demo_data(customers=customers, seed=seed, orders_per_customer=4.0, out=Path("demo-data"), as_of=None,
-              no_import=False)
+    demo_data(
+        customers=customers,
+        seed=seed,
+        orders_per_customer=4.0,
+        out=Path("demo-data"),
+        as_of=None,
+        no_import=False,
+    )
 
     _step("2. Validate the campaigns")
     from relance.cli.campaigns import validate_cmd
@@ -109,7 +123,7 @@ def demo(
 
     for i, (campaign, run_id) in enumerate(runs):
         counts = simulate_responses(run_id, seed=seed + i)
-        console.print(f"{campaign}: {counts}")
+        console().print(f"{campaign}: {counts}")
     with engine.begin() as conn:
         attribute(conn)
 
@@ -124,8 +138,8 @@ def demo(
                 raise
     report(campaign=None, run=None, since=None, all_=True, out=None)
 
-    console.rule("[bold green]Demo complete")
+    console().rule("[bold green]Demo complete")
     outbox, reports = settings.outbox_dir.resolve(), settings.reports_dir.resolve()
-    console.print(f"outbox:  [bold]{outbox}[/bold] (e-mails as .eml, SMS and push as JSON lines)")
-    console.print(f"reports: [bold]{reports}[/bold] (open the .html files in a browser)")
-    console.print(f"database: {settings.database_url}  ·  {time.perf_counter() - started:.0f} s in all")
+    console().print(f"outbox:  [bold]{outbox}[/bold] (e-mails as .eml, SMS and push as JSON lines)")
+    console().print(f"reports: [bold]{reports}[/bold] (open the .html files in a browser)")
+    console().print(f"database: {settings.database_url}  ·  {time.perf_counter() - started:.0f} s in all")

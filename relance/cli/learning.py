@@ -74,25 +74,27 @@ def train_cmd(
     for name in _names(model):
         options = {"outcome": outcome} if name == "uplift" else {}
         try:
-            with console.status(f"training {name} ..."):
+            with console().status(f"training {name} ..."):
                 trained = train(name, engine, now=at, seed=seed, **options)
         except NotEnoughData as exc:
-            console.print(f"[yellow]{name}: not trained[/yellow]: {exc}", highlight=False)
+            console().print(f"[yellow]{name}: not trained[/yellow]: {exc}", highlight=False)
             failed = True
             continue
         meta = trained.info.meta
         verdict = (
             "[green]passes[/green]" if trained.info.passed else f"[red]below the floor {meta['floors']}[/red]"
         )
-        console.print(
+        console().print(
             f"{name} {trained.info.version}: {_metric_text(meta)} on {meta['rows']['holdout']:,} holdout "
             f"rows ({meta['holdout']}); {verdict}; {trained.seconds:.1f} s -> {trained.info.path}",
             highlight=False,
         )
         if then_score and trained.info.passed:
-            with console.status(f"scoring {name} ..."):
+            with console().status(f"scoring {name} ..."):
                 res = score(name, engine, version=trained.info.version, now=at)
-            console.print(f"  scored {res.customers:,} customers ({res.rows:,} rows) in {res.seconds:.1f} s")
+            console().print(
+                f"  scored {res.customers:,} customers ({res.rows:,} rows) in {res.seconds:.1f} s"
+            )
     if failed:
         raise typer.Exit(2)
 
@@ -107,10 +109,10 @@ def models_cmd(
 
     infos = [i for name in _names(model) for i in registry.versions(name)]
     if as_json:
-        console.print_json(json.dumps([i.meta for i in infos], default=str))
+        console().print_json(json.dumps([i.meta for i in infos], default=str))
         return
     if not infos:
-        console.print(f"no trained model in {registry.root()}: run `relance train`")
+        console().print(f"no trained model in {registry.root()}: run `relance train`")
         return
     used = {}
     for name in {i.name for i in infos}:
@@ -129,7 +131,7 @@ def models_cmd(
             _metric_text(i.meta),
             json.dumps(span, default=str),
         )
-    console.print(table)
+    console().print(table)
 
 
 @app.command("score")
@@ -151,7 +153,7 @@ def score_cmd(
             res = score(name, engine, version=version, now=_now(now))
         except ModelNotFound as exc:
             fail(str(exc))
-        console.print(
+        console().print(
             f"{name} {res.version}: {res.customers:,} customers, {res.rows:,} scores in {res.seconds:.1f} s"
         )
 
@@ -166,7 +168,7 @@ def recommend_cmd(
 
     engine = ensure_db()
     res = recommend(engine, k=k, min_support=min_support)
-    console.print(
+    console().print(
         f"recommendations {res.version}: {res.rows:,} for {res.customers:,} customers "
         f"({res.items:,} items) in {res.seconds:.1f} s"
     )

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from relance.cli.app import app
+from relance.cli.common import console
 
 SAMPLE_CUSTOMERS: list[dict[str, Any]] = [
     {"id": 0, "external_id": "sample-fr", "first_name": "Hélène", "last_name": "Lefèvre", "locale": "fr_FR",
@@ -100,7 +101,6 @@ def preview(
     html: Path | None = typer.Option(None, "--html", help="Write e-mails and an index page into this folder"),
 ) -> None:
     """Render the campaign's message(s) for sample customers: SMS, push card, e-mails as HTML files."""
-    from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
@@ -108,22 +108,21 @@ def preview(
     from channels.render import Renderer, RenderError
     from channels.tracking_links import MemoryLinkRegistry
 
-    console = Console()
     if not file.exists():
-        console.print(f"[red]{file}: no such file[/red]")
+        console().print(f"[red]{file}: no such file[/red]")
         raise typer.Exit(2)
     try:
         campaign = _load_campaign(file)
     except Exception as exc:  # noqa: BLE001 - shown to the marketer as is
-        console.print(f"[red]{file}: {exc}[/red]")
+        console().print(f"[red]{file}: {exc}[/red]")
         raise typer.Exit(2) from None
     customers = _customers_from_db(customer, sample)
     source = "database"
     if not customers:
         if customer is not None:
-            console.print(f"[yellow]customer {customer!r} not in the database: using sample customers[/]")
+            console().print(f"[yellow]customer {customer!r} not in the database: using sample customers[/]")
         customers, source = SAMPLE_CUSTOMERS, "built-in samples"
-    console.print(f"[bold]{campaign.name}[/bold]: {len(customers)} customer(s) from {source}")
+    console().print(f"[bold]{campaign.name}[/bold]: {len(customers)} customer(s) from {source}")
     renderer = Renderer(links=MemoryLinkRegistry())  # short SMS links as sent (not clickable here)
     out_dir = html or Path("previews") / campaign.name
     index: list[tuple[str, str]] = []
@@ -133,11 +132,11 @@ def preview(
             channels = [c for c in renderer.channels_of(message) if channel is None or c == channel]
             rendered = renderer.render_all(message, channels, ctx)
         except RenderError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console().print(f"[red]{exc}[/red]")
             failed = True
             continue
         who = ctx.customer.get("first_name") or "(no first name)"
-        console.rule(f"{message} · variant {variant} · {who} · {ctx.customer.get('locale')}")
+        console().rule(f"{message} · variant {variant} · {who} · {ctx.customer.get('locale')}")
         if "email" in rendered:
             email = rendered["email"]
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +149,7 @@ def preview(
             table.add_row("HTML", str(out_dir / name))
             for key, value in email.headers.items():
                 table.add_row(key, value)
-            console.print(Panel(table, title="e-mail", expand=False))
+            console().print(Panel(table, title="e-mail", expand=False))
         if "sms" in rendered:
             sms = rendered["sms"]
             cost = sms_encoding.cost(sms.segments)
@@ -158,12 +157,12 @@ def preview(
             if sms.ucs2_chars:
                 info += f" — UCS-2 forced by: {' '.join(sms.ucs2_chars)}"
             body = _highlight_sms(sms.text, sms.ucs2_chars)
-            console.print(Panel(body, title="SMS", subtitle=info, width=60))
+            console().print(Panel(body, title="SMS", subtitle=info, width=60))
         if "push" in rendered:
             push = rendered["push"]
             card = f"[bold]{push.title}[/bold]\n{push.body}\n[dim]→ {push.deep_link}[/dim]"
             problems = push.problems()
-            console.print(
+            console().print(
                 Panel(card, title="📱 push", subtitle="; ".join(problems) if problems else "fits", width=44)
             )
     if index:
@@ -175,7 +174,7 @@ def preview(
             f"<body><h1>{_escape(campaign.name)}</h1><ul>{items}</ul></body></html>",
             encoding="utf-8",
         )
-        console.print(f"e-mail previews: {out_dir / 'index.html'}")
+        console().print(f"e-mail previews: {out_dir / 'index.html'}")
     if failed:
         raise typer.Exit(1)
 

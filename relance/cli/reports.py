@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from relance.cli.app import app
+from relance.cli.common import console
 
 ALERT_EXIT = 3
 
@@ -28,7 +29,6 @@ def report(
 
     Exits with status 3 when an alert threshold was crossed (bounces, complaints, unsubscribes).
     """
-    from rich.console import Console
 
     from relance.db import get_engine, migrate
     from relance.settings import get_settings
@@ -36,26 +36,25 @@ def report(
     from tracking.report import build_report
     from tracking.report_render import print_report, write_csv, write_html
 
-    console = Console()
     migrate()
     out = out or get_settings().reports_dir
     with get_engine().connect() as conn:
         if all_:
-            print_portfolio(portfolio(conn), console)
+            print_portfolio(portfolio(conn), console())
             start = since or datetime.now() - timedelta(days=30)
-            print_programme(programme_uplift(conn, start.astimezone(UTC)), start, console)
+            print_programme(programme_uplift(conn, start.astimezone(UTC)), start, console())
             return
         if not campaign:
             raise typer.BadParameter("name a campaign, or use --all for the portfolio")
         try:
             result = build_report(conn, campaign, run, since)
         except LookupError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console().print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
-    print_report(result, console)
+    print_report(result, console())
     stem = campaign if run is None else f"{campaign}-{run}"
     html = write_html(result, Path(out) / f"{stem}.html")
     csv_path = write_csv(result, Path(out) / f"{stem}.csv")
-    console.print(f"HTML report: [bold]{html}[/bold]\nCSV figures: [bold]{csv_path}[/bold]")
+    console().print(f"HTML report: [bold]{html}[/bold]\nCSV figures: [bold]{csv_path}[/bold]")
     if result.alerts:
         raise typer.Exit(ALERT_EXIT)
