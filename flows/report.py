@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.artifacts import create_table_artifact
 
 from flows.artifacts import publish_run_artifacts
 from relance.db import get_engine
 from relance.settings import get_settings
-from tracking.report import build_report, select_runs
+from tracking.portfolio import portfolio
+from tracking.report import build_report, campaigns_with_runs, select_runs
 from tracking.report_render import write_csv, write_html
 
 
@@ -31,3 +33,39 @@ def report_campaign(campaign: str, run_key: str | None = None) -> dict[str, Any]
     write_csv(report, out / f"{campaign}.csv")
     print(f"{campaign}: run {key} published; report {html}")
     return {"run_key": key, "html": str(html), "alerts": report.alerts, "rows": len(published["rows"])}
+
+
+@flow(name="refresh-reports", log_prints=True)
+def refresh_reports() -> dict[str, Any]:
+    """Every campaign's report rewritten (late opens, clicks and purchases keep arriving for days) and
+    the portfolio, ranked by incremental revenue, published as a table artifact."""
+    engine = get_engine()
+    out = Path(get_settings().reports_dir)
+    written = {}
+    with engine.connect() as conn:
+        for name in campaigns_with_runs(conn):
+            report = build_report(conn, name)
+            written[name] = str(write_html(report, out / f"{name}.html"))
+            write_csv(report, out / f"{name}.csv")
+            for alert in report.alerts:
+                print(f"ALERT {name}: {alert}")
+        lines = portfolio(conn)
+    create_table_artifact(
+        key="relance-portfolio",
+        table=[
+            {
+                "campaign": line.campaign,
+                "runs": line.runs,
+                "targeted": line.targeted,
+                "revenue_eur": round(line.revenue, 2),
+                "incremental_revenue_eur": None
+                if line.incremental_revenue is None
+                else round(line.incremental_revenue, 2),
+                "conclusion": line.conclusion,
+            }
+            for line in lines
+        ],
+        description="relance: campaigns ranked by incremental revenue (against their control groups)",
+    )
+    print(f"{len(written)} report(s) refreshed in {out}")
+    return {"reports": written, "ranking": [line.campaign for line in lines]}

@@ -34,3 +34,24 @@ def test_report_flow_publishes_artifacts(prefect_harness, sqlite_engine, setting
     assert (
         "Incrementality" in found["winback-summary"]["data"] or "uplift" in found["winback-summary"]["data"]
     )
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect")
+def test_refresh_reports_rewrites_every_report_and_ranks_the_portfolio(
+    prefect_harness, sqlite_engine, settings
+):
+    from flows.report import refresh_reports
+    from tracking.portfolio import portfolio
+
+    with sqlite_engine.begin() as conn:
+        make_ledger(conn, n=120, key="winback:7")
+        make_ledger(conn, n=80, key="welcome:1", campaign="welcome")
+    result = refresh_reports()
+    assert set(result["reports"]) == {"winback", "welcome"}
+    for name, html in result["reports"].items():
+        text = (settings.reports_dir / f"{name}.html").read_text()
+        assert html.endswith(f"{name}.html") and name in text
+        assert (settings.reports_dir / f"{name}.csv").stat().st_size > 0
+    with sqlite_engine.connect() as conn:
+        assert result["ranking"] == [line.campaign for line in portfolio(conn)]
