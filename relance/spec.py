@@ -5,7 +5,7 @@ plan, preview, run and report all read, and the source of
 campaigns/schema.json (``relance schema``) that editors use to complete and
 check the YAML as it is typed. Loading a file with line numbers in its errors
 lives in ``relance.spec_loader``; checks that need other packages (segment,
-template, field and feature names) live in ``relance.spec_loader.check_file``.
+template, field and feature names) live in ``relance.cli.validation.check_file``.
 
 Every check that needs nothing but the file itself (cron syntax, time zone
 names, an impossible sending window, duplicate variants...) is a validator

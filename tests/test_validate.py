@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from relance.cli.app import app
+from relance.cli.validation import validate_files
 from relance.settings import get_settings
-from relance.spec_loader import validate_files
 
 REPO = Path(__file__).resolve().parent.parent
 BROKEN = REPO / "tests" / "data" / "broken_campaigns"
@@ -160,7 +160,7 @@ def test_warnings_for_models_not_trained_yet(at_repo, tmp_path):
 
 def test_trainable_model_names_match_the_learning_module():
     from audiences.learning.models import TRAINERS
-    from relance.spec_loader import TRAINABLE_MODELS
+    from relance.cli.validation import TRAINABLE_MODELS
 
     assert set(TRAINABLE_MODELS) == set(TRAINERS)
 

@@ -355,8 +355,8 @@ def validate_cmd(
     strict: bool = _typer.Option(False, "--strict", help="Warnings fail too (exit code 1)"),
 ) -> None:
     """Check campaigns before they run: YAML, schema, segments, templates, fields, and each rendering."""
+    from relance.cli.validation import campaign_files, validate_files
     from relance.settings import get_settings
-    from relance.spec_loader import campaign_files, validate_files
 
     paths = list(files or campaign_files(_Path(get_settings().campaigns_dir)))
     if not paths:
