@@ -101,8 +101,11 @@ def build_prefect_yaml(campaigns_dir: Path | None = None, work_pool: str | None 
         "prefect-version": prefect.__version__,
         "build": None,
         "push": None,
-        # the worker runs flows from the project directory it was started in (portable, no absolute path)
-        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}],
+        # A process worker starts each flow run in a temporary directory; the run must move to the project
+        # checkout, where campaigns/ and templates/ are. `prefect deploy` resolves $PWD when it registers
+        # the deployments (the checkout it ran in), so git holds no absolute path; workers run on a
+        # machine with the checkout at that same path.
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PWD }}"}}],
         "deployments": [deployment_of(p, c, pool) for p, c in scheduled_campaigns(campaigns_dir)]
         + [reports_deployment(pool)],
     }

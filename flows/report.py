@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from flows.artifacts import publish_run_artifacts
-from relance.db import get_engine
+from relance.db import ready_engine
 from relance.settings import get_settings
 from tracking.portfolio import portfolio
 from tracking.report import build_report, campaigns_with_runs, select_runs
@@ -20,7 +20,7 @@ from tracking.report_render import write_csv, write_html
 @flow(name="report-campaign", log_prints=True)
 def report_campaign(campaign: str, run_key: str | None = None) -> dict[str, Any]:
     """Publish the latest (or the given) run's figures as artifacts; write the campaign's HTML and CSV."""
-    engine = get_engine()
+    engine = ready_engine()
     with engine.connect() as conn:
         runs = select_runs(conn, campaign, run_key)
         if not runs:
@@ -39,7 +39,7 @@ def report_campaign(campaign: str, run_key: str | None = None) -> dict[str, Any]
 def refresh_reports() -> dict[str, Any]:
     """Every campaign's report rewritten (late opens, clicks and purchases keep arriving for days) and
     the portfolio, ranked by incremental revenue, published as a table artifact."""
-    engine = get_engine()
+    engine = ready_engine()
     out = Path(get_settings().reports_dir)
     written = {}
     with engine.connect() as conn:

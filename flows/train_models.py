@@ -25,10 +25,10 @@ def train_one(name: str, seed: int = 0) -> dict[str, Any]:
     """Train, evaluate and store one model; score customers when the new version passes."""
     from audiences.learning.models import NotEnoughData, train
     from audiences.learning.scoring import score
-    from relance.db import get_engine
+    from relance.db import ready_engine
 
     logger = get_run_logger()
-    engine = get_engine()
+    engine = ready_engine()
     try:
         trained = train(name, engine, seed=seed)
     except NotEnoughData as exc:

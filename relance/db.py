@@ -51,6 +51,7 @@ def make_engine(url: str, one_off: bool = False) -> Engine:
 
 
 _engines: dict[str, Engine] = {}
+_migrated: set[str] = set()  # URLs upgraded to head by this process
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -62,10 +63,11 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 def reset_engines() -> None:
-    """Dispose every cached engine (tests switch databases between cases)."""
+    """Dispose every cached engine (tests switch databases between cases; the demo recreates its file)."""
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+    _migrated.clear()
 
 
 @contextmanager
@@ -95,6 +97,19 @@ def migrate(url: str | None = None, revision: str = "head") -> None:
 
     url = url or get_settings().database_url
     command.upgrade(alembic_config(url), revision)
+
+
+def ready_engine(url: str | None = None) -> Engine:
+    """The engine of ``url``, its schema upgraded to head first (idempotent, once per process).
+
+    Every entry point (CLI commands, flow runs started by a Prefect worker) calls this, so a fresh
+    database just works and a deployment never meets a schema older than its code.
+    """
+    url = url or get_settings().database_url
+    if url not in _migrated:
+        migrate(url)
+        _migrated.add(url)
+    return get_engine(url)
 
 
 def current_revision(url: str | None = None) -> str | None:

@@ -115,3 +115,49 @@ def test_apply_registers_the_deployments_on_the_prefect_api(prefect_harness, tmp
     assert pool.type == "process" and winback.work_pool_name == "relance-test"
     assert winback.parameters == {"campaign_path": "campaigns/winback.yaml"}
     assert winback.schedules[0].schedule.cron == "0 10 * * 2"
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect")
+def test_prefect_deploy_all_registers_the_repository_prefect_yaml(prefect_harness):
+    """The operator's path for a real server: `prefect deploy --all` reads prefect.yaml as generated."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+
+    expected = [d["name"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]]
+    pool = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"][0]["work_pool"]["name"]
+
+    async def create_pool():
+        async with get_client() as client:
+            try:
+                await client.read_work_pool(pool)
+            except Exception:
+                await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+
+    asyncio.run(create_pool())
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    prefect = Path(sys.executable).parent / "prefect"
+    done = subprocess.run(
+        [str(prefect), "--no-prompt", "deploy", "--all"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_deployments(limit=50)
+
+    registered = {d.name: d for d in asyncio.run(read())}
+    assert set(expected) <= set(registered)
+    for name in expected:
+        assert registered[name].work_pool_name == pool
+        # `{{ $PWD }}` is resolved when deploying: flow runs move to the checkout prefect deploy ran in
+        assert registered[name].pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+        ]

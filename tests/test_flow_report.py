@@ -20,12 +20,12 @@ def test_report_flow_publishes_artifacts(prefect_harness, sqlite_engine, setting
     assert result["run_key"] == "winback:7" and result["rows"] > 0
 
     async def artifacts():
-        # the raw API: prefect 3.8's read_artifacts() sends null fields that this fastapi refuses (422)
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
         async with get_client() as client:
-            body = {"artifacts": {"key": {"any_": ["winback-figures", "winback-summary"]}}, "limit": 10}
-            response = await client._client.post("/artifacts/filter", json=body)
-            response.raise_for_status()
-            return {a["key"]: a for a in response.json()}
+            keys = ArtifactFilterKey(any_=["winback-figures", "winback-summary"])
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=keys), limit=10)
+            return {a.key: a.model_dump() for a in found}
 
     import asyncio
 

@@ -8,8 +8,6 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
-_migrated: set[str] = set()
-
 
 def console() -> Console:
     """A console sized from the environment at call time (COLUMNS, the terminal), not at import."""
@@ -22,18 +20,10 @@ def err_console() -> Console:
 
 
 def ensure_db(url: str | None = None) -> Engine:
-    """The engine of the configured database, migrated to head first (idempotent, once per process).
+    """The engine of the configured database, migrated to head first (idempotent, once per process)."""
+    from relance.db import ready_engine
 
-    Every command that touches the database calls this, so a fresh machine just works.
-    """
-    from relance.db import get_engine, migrate
-    from relance.settings import get_settings
-
-    url = url or get_settings().database_url
-    if url not in _migrated:
-        migrate(url)
-        _migrated.add(url)
-    return get_engine(url)
+    return ready_engine(url)
 
 
 def fail(message: str) -> NoReturn:
