@@ -130,7 +130,8 @@ class Settings(BaseSettings):
     alert_unsubscribe_rate: float = 0.01  # of delivered
     alert_min_volume: int = 200  # rates are judged only past this many sent messages
     reports_cron: str = "0 7 * * *"  # `refresh-reports` deployment: every morning before marketers look
-    reports_timezone: str = "Europe/Paris"
+    train_cron: str = "0 5 * * 1"  # `train-models` deployment: weekly, before Monday's campaigns
+    upkeep_timezone: str = "Europe/Paris"  # of the two crons above
     alerts_pause_runs: bool = True  # False (`relance run --ignore-alerts`): resume a run paused by alert
 
     # --- targeting models (issue 7: audiences.learning) ---------------------
