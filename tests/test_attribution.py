@@ -194,3 +194,34 @@ def _external(engine, cid):
     t = Customer.__table__
     with engine.connect() as conn:
         return conn.execute(select(t.c.external_id).where(t.c.id == cid)).scalar_one()
+
+
+@pytest.mark.parametrize("flag", ["--attribute", "--no-attribute"])
+def test_import_orders_attributes_recent_purchases(sqlite_engine, tmp_path, flag):
+    """`relance import orders` turns a purchase after a click into a conversion (unless told not to)."""
+    from typer.testing import CliRunner
+
+    from relance.cli import app
+    from relance.models import Customer
+
+    now = datetime.now(UTC)
+    world = seed(sqlite_engine, n=2, campaign="winback", sent_at=now - timedelta(days=2))
+    _touch(sqlite_engine, world.ledger_ids[0], "clicked", now - timedelta(days=1))
+    with sqlite_engine.connect() as conn:
+        ext = dict(conn.execute(select(Customer.id, Customer.external_id)).all())
+    bought = (now - timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "external_id,customer_external_id,ordered_at,amount,currency,category,product,payment_method\n"
+        f"W1,{ext[world.customer_ids[0]]},{bought},42.50,EUR,mode,robe-01,card\n"
+        f"W2,{ext[world.customer_ids[1]]},{bought},10.00,EUR,mode,robe-02,card\n"  # no click: no conversion
+    )
+    result = CliRunner().invoke(app, ["import", "orders", str(orders), flag], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    converted = events_of(sqlite_engine, type="converted")
+    if flag == "--attribute":
+        assert [(e.ledger_id, e.revenue_cents) for e in converted] == [(world.ledger_ids[0], 4250)]
+        assert "1 purchase(s) attributed" in result.output
+        assert status_of(sqlite_engine, world.ledger_ids[0]) == "converted"
+    else:
+        assert converted == [] and "attributed" not in result.output

@@ -118,11 +118,40 @@ def import_orders(
     features: bool = typer.Option(
         True, "--features/--no-features", help="Refresh changed customers' features."
     ),
+    attribute: bool = typer.Option(
+        True,
+        "--attribute/--no-attribute",
+        help="Attribute the purchases of the last 90 days to the messages that led to them "
+        "(older backfills: `relance attribute --since DATE`).",
+    ),
 ) -> None:
     """Upsert orders by external_id, attached to customers by customer_external_id (unknown: rejected)."""
-    _run_import("orders", file, encoding, problems, workers)
+    report = _run_import("orders", file, encoding, problems, workers)
     if features:
         _refresh_features(ensure_db())
+    if attribute and report.accepted:
+        _attribute_recent(ensure_db())
+
+
+def _attribute_recent(engine) -> None:
+    """Conversions from imported orders: no purchase older than the longest conversion window can
+    match a message sent since, so a daily import only needs that span (attribution is idempotent)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from relance.models import LedgerEntry
+    from tracking.attribution import MAX_WINDOW_DAYS, attribute
+
+    with engine.begin() as conn:
+        if conn.execute(select(LedgerEntry.id).limit(1)).first() is None:
+            return  # no campaign has run yet: nothing to attribute to
+        result = attribute(conn, since=datetime.now(UTC) - timedelta(days=MAX_WINDOW_DAYS))
+    if result.orders:
+        console().print(
+            f"conversions: {result.attributed:,} purchase(s) attributed to a message "
+            f"({result.revenue_cents / 100:,.2f} revenue), {result.control:,} control-group purchase(s)"
+        )
 
 
 @import_app.command("suppressions")
