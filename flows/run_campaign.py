@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from relance.db import get_engine
+from relance.db import get_engine, ready_engine
 from relance.settings import get_settings
 from tracking import dispatch, ledger
 
@@ -52,7 +52,9 @@ def record_audience(
     campaign_path: str, run_key: str | None, now: str | None, resend_unknown: bool
 ) -> dispatch.PreparedRun:
     """Select, assign and record the audience in one transaction (done once per run key)."""
-    run = dispatch.prepare_run(get_engine(), campaign_path, run_key, ledger.run_datetime(now), resend_unknown)
+    run = dispatch.prepare_run(
+        ready_engine(), campaign_path, run_key, ledger.run_datetime(now), resend_unknown
+    )
     get_run_logger().info("run %s (%s): %s ledger rows", run.run_id, run.key, run.recorded)
     return run
 
