@@ -133,7 +133,12 @@ class TwilioProvider:
         _headers.set(None)
         try:
             message = await client.messages.create_async(
-                to=m.to, body=m.rendered.text, status_callback=self.status_callback, **sender
+                to=m.to,
+                body=m.rendered.text,
+                # the ledger id rides in the signed callback URL: Twilio's first callbacks often arrive
+                # before this batch has stored the SID it is about to return
+                status_callback=f"{self.status_callback}?ledger_id={m.ledger_id}",
+                **sender,
             )
         except TwilioRestException as exc:
             raise self.classify(exc, _headers.get()) from exc

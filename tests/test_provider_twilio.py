@@ -27,7 +27,9 @@ def test_success_stores_sid_and_sends_service_and_callback(twilio_env, settings)
     assert [r.cost_units for r in results] == [1.0] * 3
     form = twilio_env.requests[0].body
     assert form["MessagingServiceSid"].startswith("MG") and "From" not in form
-    assert form["StatusCallback"] == settings.public_base_url + "/webhooks/twilio/status"
+    assert {r.body["StatusCallback"] for r in twilio_env.requests} == {
+        f"{settings.public_base_url}/webhooks/twilio/status?ledger_id={i}" for i in range(1, 4)
+    }
     assert form["Body"].startswith("Code MERCI10")
     assert twilio_env.requests[0].path == "/2010-04-01/Accounts/AC" + "0" * 32 + "/Messages.json"
 
