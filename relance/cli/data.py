@@ -34,6 +34,7 @@ EncodingOpt = typer.Option(
 ProblemsOpt = typer.Option(
     None, "--problems", help="Where to write every rejected row and warning (default: FILE.problems.csv)."
 )
+FeaturesOpt = typer.Option(True, "--features/--no-features", help="Refresh changed customers' features.")
 WorkersOpt = typer.Option(None, "--workers", help="Validation processes (default: automatic, 0 = none).")
 
 
@@ -95,9 +96,7 @@ def import_customers(
     encoding: str = EncodingOpt,
     problems: Path | None = ProblemsOpt,
     workers: int | None = WorkersOpt,
-    features: bool = typer.Option(
-        True, "--features/--no-features", help="Refresh changed customers' features."
-    ),
+    features: bool = FeaturesOpt,
 ) -> None:
     """Upsert customers by external_id: profile, interests (a|b|c) and consent per channel (yes/no/empty).
 
@@ -115,9 +114,7 @@ def import_orders(
     encoding: str = EncodingOpt,
     problems: Path | None = ProblemsOpt,
     workers: int | None = WorkersOpt,
-    features: bool = typer.Option(
-        True, "--features/--no-features", help="Refresh changed customers' features."
-    ),
+    features: bool = FeaturesOpt,
     attribute: bool = typer.Option(
         True,
         "--attribute/--no-attribute",
