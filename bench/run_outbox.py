@@ -90,6 +90,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes sending the run together")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--channel", default="email", choices=["email", "sms", "push"])
+    parser.add_argument(
+        "--provider", default="outbox", choices=["outbox", "null"],
+        help="null: render and record everything, write nothing (what the pipeline costs without the disk)",
+    )  # fmt: skip
     parser.add_argument("--database-url", default=None, help="default: SQLite file in bench/out")
     parser.add_argument("--keep", action="store_true", help="reuse the base of a previous run")
     parser.add_argument("--now", default="2026-11-24T10:00:00+01:00", help="a weekday morning: windows open")
@@ -105,9 +109,9 @@ def main() -> None:
         RELANCE_DATABASE_URL=url,
         RELANCE_OUTBOX_DIR=str(OUT / "outbox"),
         RELANCE_BATCH_SIZE=str(args.batch_size),
-        RELANCE_EMAIL_PROVIDER="outbox",
-        RELANCE_SMS_PROVIDER="outbox",
-        RELANCE_PUSH_PROVIDER="outbox",
+        RELANCE_EMAIL_PROVIDER=args.provider,
+        RELANCE_SMS_PROVIDER=args.provider,
+        RELANCE_PUSH_PROVIDER=args.provider,
     )
     campaign = write_campaign(args.channel)
 
@@ -144,7 +148,7 @@ def main() -> None:
     print(f"select+record        {t_record:>12.2f} s")
     batches = sum(b for b, _ in results)
     print(f"render+send          {t_send:>12.2f} s  ({args.workers} worker process(es), {batches} batches)")
-    print(f"end to end           {total:>12.2f} s  = {sent / total:,.0f} messages/s")
+    print(f"end to end           {total:>12.2f} s  = {sent / total:,.0f} messages/s ({args.provider})")
     print(f"peak RSS (KiB)       parent {parent_rss:,}; workers {', '.join(f'{r:,}' for _, r in results)}")
 
 

@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     alert_complaint_rate: float = 0.001  # of delivered
     alert_unsubscribe_rate: float = 0.01  # of delivered
     alert_min_volume: int = 200  # rates are judged only past this many sent messages
+    alert_check_seconds: float = 10.0  # each sending worker re-reads the run's rates at most this often
     reports_cron: str = "0 7 * * *"  # `refresh-reports` deployment: every morning before marketers look
     train_cron: str = "0 5 * * 1"  # `train-models` deployment: weekly, before Monday's campaigns
     upkeep_timezone: str = "Europe/Paris"  # of the two crons above

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from relance.models import CampaignRun, LedgerEntry, Status
+from relance.settings import get_settings
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import seed_features, use_tmp_dirs, write_campaign
 from tracking import dispatch, ledger
@@ -54,3 +55,19 @@ def test_hard_bounces_pause_the_run_between_batches(sqlite_engine, settings, tmp
             conn.execute(select(L.c.id).where(L.c.run_id == run.run_id, L.c.status == "planned")).all() == []
         )
         assert conn.execute(select(R.c.status).where(R.c.id == run.run_id)).scalar_one() == "completed"
+
+
+def test_each_worker_rereads_alert_rates_at_most_every_interval(
+    sqlite_engine, settings, tmp_path, monkeypatch
+):
+    """Counting a whole run before every batch made 1M-recipient runs quadratic: a worker checks
+    before its first batch, then once `alert_check_seconds` have passed."""
+    use_tmp_dirs(monkeypatch, tmp_path, batch_size="50", alert_check_seconds="3600")
+    ids = seed_customers(sqlite_engine, 10)
+    seed_features(sqlite_engine, ids)
+    run = dispatch.prepare_run(sqlite_engine, str(write_campaign(tmp_path, control=0)), now=NOW)
+    ctx = dispatch.make_context(run)
+    assert [ctx.alerts_due(), ctx.alerts_due(), ctx.alerts_due()] == [True, False, False]
+    monkeypatch.setenv("RELANCE_ALERT_CHECK_SECONDS", "0")
+    get_settings.cache_clear()
+    assert [ctx.alerts_due(), ctx.alerts_due()] == [True, True]

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -358,6 +359,19 @@ class SendContext:
     providers: Callable[[str], Any]  # channel -> a new provider (closed after each batch)
     breakers: dict[str, Any] = field(default_factory=dict)
     limiters: dict[str, Any] = field(default_factory=dict)
+    alerts_checked_at: float | None = None  # time.monotonic() of this worker's last alert check
+
+    def alerts_due(self) -> bool:
+        """Alert counts read the whole run (a 1M-row run: ~0.3 s), so each worker checks them before
+        its first batch and then at most every ``alert_check_seconds``, not before every batch."""
+        now = time.monotonic()
+        if (
+            self.alerts_checked_at is None
+            or now - self.alerts_checked_at >= get_settings().alert_check_seconds
+        ):
+            self.alerts_checked_at = now
+            return True
+        return False
 
     def offer_for(self, variant: str | None) -> dict[str, Any]:
         offer = dict(self.campaign.offer)
@@ -384,7 +398,8 @@ def process_batch(engine: Engine, ctx: SendContext, batch: int) -> BatchOutcome:
 
     with engine.begin() as conn:
         # bounces, complaints, unsubscribes so far; an operator resuming a paused run may override
-        alerts = pause_if_crossed(conn, ctx.run_id) if get_settings().alerts_pause_runs else []
+        check = get_settings().alerts_pause_runs and ctx.alerts_due()
+        alerts = pause_if_crossed(conn, ctx.run_id) if check else []
         paused = alerts or run_status(conn, ctx.run_id) == "paused"
     if paused:
         _stop_paused(engine, ctx, batch)  # raises RunPaused
