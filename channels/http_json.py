@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 import aiohttp
 from multidict import CIMultiDict
 
-from channels.base import SendError
+from channels.base import Outbound, SendError, SendResult
+from channels.ratelimit import TokenBucket
+from channels.retry import RetryPolicy, run_concurrently
 
 T = TypeVar("T")
 
@@ -74,6 +76,24 @@ class IoLoop:
             return await make_coro()
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_io_loop(), loop))
+
+    async def send_all(
+        self,
+        messages: list[Outbound],
+        send_one: Callable[[aiohttp.ClientSession, Outbound], Awaitable[str | None]],
+        policy: RetryPolicy,
+        bucket: TokenBucket | None,
+    ) -> list[SendResult]:
+        """A batch on this loop: each message through ``send_one(session, message)``, concurrently,
+        retried per ``policy``; the pooled connections outlive the batch."""
+        if not messages:
+            return []
+
+        async def batch() -> list[SendResult]:
+            send = lambda m: send_one(self.http, m)  # noqa: E731
+            return await run_concurrently(messages, send, policy, bucket, self.slots)
+
+        return await self.run(batch)
 
     async def aclose(self) -> None:
         loop, self._loop = self._loop, None

@@ -21,7 +21,7 @@ import time
 from channels import http_json
 from channels.base import EFFECT_INVALID, Outbound, SendError, SendResult
 from channels.ratelimit import bucket_for
-from channels.retry import RetryPolicy, parse_retry_after, run_concurrently
+from channels.retry import RetryPolicy, parse_retry_after
 
 
 class SendGridProvider:
@@ -89,15 +89,7 @@ class SendGridProvider:
     # ---- sending ---------------------------------------------------------------
     async def send_batch(self, messages: list[Outbound]) -> list[SendResult]:
         """Sent on the provider's own loop: its pooled connections outlive the batch (http_json.IoLoop)."""
-        if not messages:
-            return []
-        io = self.io
-
-        async def batch() -> list[SendResult]:
-            send = lambda m: self._send_one(io.http, m)  # noqa: E731
-            return await run_concurrently(messages, send, self.policy, self.bucket, io.slots)
-
-        return await io.run(batch)
+        return await self.io.send_all(messages, self._send_one, self.policy, self.bucket)
 
     async def _send_one(self, http, m: Outbound) -> str | None:
         return self.classify(await http_json.post_json(http, self._url, self.payload(m), self.name))
