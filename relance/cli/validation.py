@@ -7,6 +7,7 @@ them; only the CLI may import anything.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,12 +278,10 @@ def validate_files(paths: list[Path], ctx: CheckContext | None = None) -> list[P
     if ctx is None:
         names = set()
         for p in paths:
-            try:
+            with contextlib.suppress(SpecError):  # a broken file is reported by check_file below
                 data, _ = load_yaml(p)
                 if isinstance(data, dict) and isinstance(data.get("name"), str):
                     names.add(data["name"])
-            except SpecError:
-                pass
         ctx = CheckContext.from_settings(names)
     problems: list[Problem] = list(ctx.segments.problems)
     problems.extend(
