@@ -186,6 +186,52 @@ def test_best_channel_is_the_argmax_among_consented_channels(planted: Planted) -
     assert registry.resolve_versions(camp, bind=planted.engine, now=T0) == {"response": version}
 
 
+def test_response_score_is_the_best_consented_channel(planted: Planted) -> None:
+    """`top: {model: response}` ranks by the `response` row: the best channel the customer may get."""
+    from audiences.learning.scoring import score_many
+
+    scores, consent = CustomerScore.__table__, Consent.__table__
+    version = planted.trained["response"].info.version
+    with planted.engine.begin() as conn:  # some customers without SMS, a few with no consent at all
+        before = conn.execute(select(consent.c.customer_id, consent.c.channel, consent.c.status)).all()
+        conn.execute(update(consent).where(consent.c.customer_id % 3 == 0, consent.c.channel == "sms")
+                     .values(status="withdrawn"))  # fmt: skip
+        conn.execute(update(consent).where(consent.c.customer_id % 50 == 1).values(status="withdrawn"))
+    try:
+        score_many(["response"], planted.engine, versions={"response": version}, now=T0)
+        with planted.engine.connect() as conn:
+            rows = conn.execute(
+                select(scores.c.model, scores.c.customer_id, scores.c.score).where(
+                    scores.c.version == version
+                )
+            ).all()
+            granted = set(
+                conn.execute(
+                    select(consent.c.customer_id, consent.c.channel).where(consent.c.status == "granted")
+                )
+            )
+    finally:
+        with planted.engine.begin() as conn:  # the module's other tests see the consents they had
+            for cid, channel, status in before:
+                conn.execute(
+                    update(consent)
+                    .where(consent.c.customer_id == cid, consent.c.channel == channel)
+                    .values(status=status)
+                )
+        score_many(["response"], planted.engine, versions={"response": version}, now=T0)
+    per: dict[int, dict[str, float]] = {}
+    for model, cid, score in rows:
+        per.setdefault(cid, {})[model] = score
+    channels = sorted({m.split(".", 1)[1] for m, _, _ in rows if "." in m})
+    kinds = set()
+    for cid, found in per.items():
+        allowed = [found[f"response.{ch}"] for ch in channels if (cid, ch) in granted]
+        kinds.add(len(allowed))
+        expected = max(allowed) if allowed else max(found[f"response.{ch}"] for ch in channels)
+        assert found["response"] == pytest.approx(expected)
+    assert {0, len(channels) - 1, len(channels)} <= kinds  # every case of the rule is exercised
+
+
 def test_score_top_and_uplift_rules_give_plan_and_run_the_same_audience(planted: Planted) -> None:
     from audiences.plan import funnel
 

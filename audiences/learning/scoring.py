@@ -59,15 +59,30 @@ def score_names(info: registry.ModelInfo) -> list[str]:
     return [info.name]
 
 
-def _consented(conn: Connection) -> dict[str, set[int]]:
-    rows = conn.execute(select(CONSENT.c.channel, CONSENT.c.customer_id).where(CONSENT.c.status == "granted"))
-    out: dict[str, set[int]] = {}
+def _consented(conn: Connection) -> dict[str, np.ndarray]:
+    """The sorted ids of the customers who consented to each channel (read through the driver:
+    building Python sets of a million ids row by row took 4 s)."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT channel, customer_id FROM consent WHERE status = 'granted'")
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    by_channel: dict[str, list[int]] = {}
     for channel, cid in rows:
-        out.setdefault(channel, set()).add(cid)
-    return out
+        by_channel.setdefault(channel, []).append(cid)
+    return {ch: np.unique(np.asarray(ids, dtype=np.int64)) for ch, ids in by_channel.items()}
 
 
-def _predict(info: registry.ModelInfo, model, df, consent: dict[str, set[int]]) -> dict[str, np.ndarray]:
+def _member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """``ids`` found in ``sorted_ids``, by binary search (np.isin sorts both sides every call)."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=bool)
+    at = np.searchsorted(sorted_ids, ids).clip(max=len(sorted_ids) - 1)
+    return sorted_ids[at] == ids
+
+
+def _predict(info: registry.ModelInfo, model, df, consent: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if info.name != "response":
         return {info.name: model.predict(df)}
     channels = info.meta.get("channels", [])
@@ -75,8 +90,9 @@ def _predict(info: registry.ModelInfo, model, df, consent: dict[str, set[int]]) 
     for ch in channels:
         per[ch] = model.predict(df.assign(channel=ch))
     stacked = np.vstack([per[ch] for ch in channels])
-    ids = df["customer_id"].to_numpy()
-    allowed = np.vstack([np.isin(ids, list(consent.get(ch, ()))) for ch in channels])
+    ids = df["customer_id"].to_numpy(dtype=np.int64)
+    empty = np.empty(0, dtype=np.int64)
+    allowed = np.vstack([_member(ids, consent.get(ch, empty)) for ch in channels])
     best_allowed = np.where(allowed, stacked, -np.inf).max(axis=0)
     best = np.where(np.isfinite(best_allowed), best_allowed, stacked.max(axis=0))
     return {"response": best, **{f"response.{ch}": per[ch] for ch in channels}}
