@@ -135,14 +135,16 @@ def prepare(url: str, customers: int, orders: int, fresh: bool) -> Engine:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-    elif fresh:
+    else:  # PostgreSQL: the bench database is created when missing, re-created with --fresh
         import psycopg
 
         name = url.rsplit("/", 1)[1]
         admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
         with psycopg.connect(admin, autocommit=True) as a:
-            a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            a.execute(f'CREATE DATABASE "{name}"')
+            exists = a.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if fresh or not exists:
+                a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                a.execute(f'CREATE DATABASE "{name}"')
     migrate(url)
     engine = get_engine(url)
     with engine.connect() as c:
