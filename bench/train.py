@@ -64,7 +64,10 @@ def main() -> None:
     # (each model's figure includes its share of that).
     t0 = time.perf_counter()
     for res in scoring.score_many(list(versions), engine, versions=versions, now=NOW):
-        print(f"score {res.model}: {res.seconds:.1f} s for {res.customers:,} customers ({res.rows:,} rows)")
+        print(
+            f"score {res.model}: {res.seconds:.1f} s for {res.customers:,} customers ({res.rows:,} rows); "
+            f"then pruning versions beyond the newest 3: {res.prune_seconds:.1f} s"
+        )
     total_score = time.perf_counter() - t0
     print(f"total: train {total_train:.1f} s, score {total_score:.1f} s")
 

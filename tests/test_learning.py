@@ -232,3 +232,20 @@ def test_selection_reads_the_scores_of_the_resolved_or_pinned_version(db_url, en
             ).audience,
             ctx,
         )
+
+
+def test_prune_keeps_the_three_most_recently_scored_versions_of_each_score(sqlite_engine) -> None:
+    from audiences.learning.scoring import prune, write
+
+    with sqlite_engine.begin() as conn:
+        cid = conn.execute(insert(Customer).values(external_id="P1")).inserted_primary_key[0]
+        rows = [
+            (name, f"v{i}", cid, 0.5, (T + timedelta(days=i)).isoformat(sep=" "))
+            for name in ("churn", "response.sms")
+            for i in (3, 1, 4, 2, 5)  # scored in this order of days, names not sorted
+        ]
+        write(conn, rows)
+        prune(conn, ["churn"])
+        kept = conn.execute(select(CustomerScore.model, CustomerScore.version)).all()
+    assert sorted(v for m, v in kept if m == "churn") == ["v3", "v4", "v5"]
+    assert sorted(v for m, v in kept if m == "response.sms") == ["v1", "v2", "v3", "v4", "v5"]  # not asked
