@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/prefect_overhead.py --customers 100000
 
-Seeds a base (bench/run_outbox.py's SQL seeding) and runs the same campaign
-twice under two run keys: once with ``tracking.dispatch`` called directly
-(prepare_run + the worker loop) and once through the ``run_campaign`` flow on
-Prefect's local ephemeral API, both sending one batch at a time
-(``--concurrency``), so the difference is what Prefect adds: task runs, state
-reports, artifacts. The API server's start-up is timed apart (once per machine
-or session, not per run).
+Seeds a base (bench/run_outbox.py's SQL seeding) and runs the same campaign,
+each time on a fresh copy of the base, alternately with ``tracking.dispatch``
+called directly (prepare_run + the worker loop) and through the
+``run_campaign`` flow on a local Prefect API server, both sending one batch at
+a time (``--concurrency``), ``--repeat`` pairs; the medians' difference is what
+Prefect adds: task runs, state reports, artifacts. One pair is too noisy on a
+2-core machine (3 % to 36 % in successive single runs here). The API server's
+start-up is timed apart (once per machine or session, not per run).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=1, help="batch tasks at once in the flow")
     parser.add_argument("--channel", default="email", choices=["email", "sms", "push"])
+    parser.add_argument("--repeat", type=int, default=5, help="direct/flow pairs, alternated; medians shown")
     args = parser.parse_args()
 
     shutil.rmtree(OUT, ignore_errors=True)
@@ -53,37 +56,50 @@ def main() -> None:
     ro.OUT = OUT
     campaign = str(write_campaign(args.channel))
     seed(url, args.customers)
-    # the flow gets its own copy of the same base: a run must not find the other's sends in the ledger
-    # (frequency caps and priorities read it)
-    flow_url = f"sqlite:///{OUT / 'flow.db'}"
     from relance.db import reset_engines
 
     reset_engines()  # the last connection closing checkpoints the WAL into bench.db
-    shutil.copyfile(OUT / "bench.db", OUT / "flow.db")
 
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect.testing.utilities import prefect_test_harness
 
     from flows.run_campaign import run_campaign
     from relance.db import get_engine
     from relance.settings import get_settings
     from tracking import dispatch, ledger
 
-    engine = get_engine(url)
-    phases: dict[str, list[float]] = {"prepare_run": [], "process_batch": []}
-    for name in phases:  # time the shared steps in both paths (the flow runs in this process)
-        setattr(dispatch, name, _timed(getattr(dispatch, name), phases[name]))
-    t0 = time.perf_counter()
     now = "2026-11-24T10:00:00+01:00"  # a weekday morning: sending windows are open
-    at = ledger.run_datetime(now)
-    run = dispatch.prepare_run(engine, campaign, "bench:1", at, batch_size=args.batch_size)
-    dispatch.work(engine, dispatch.make_context(run), claim_timeout=3600)
-    direct = time.perf_counter() - t0
-    sent_direct = dispatch.summarize(engine, run.run_id)["totals"].get("sent", 0)
+    flow_fn = run_campaign.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.concurrency))
 
-    from prefect.testing.utilities import prefect_test_harness
+    def fresh_copy(name: str) -> str:
+        """Each run gets its own copy of the base: a run must not find another's sends in the ledger
+        (frequency caps and priorities read it)."""
+        shutil.copyfile(OUT / "bench.db", OUT / name)
+        os.environ["RELANCE_DATABASE_URL"] = f"sqlite:///{OUT / name}"
+        get_settings.cache_clear()
+        return os.environ["RELANCE_DATABASE_URL"]
 
-    t1 = time.perf_counter()
+    def direct_run(i: int) -> float:
+        engine = get_engine(fresh_copy(f"direct-{i}.db"))
+        t = time.perf_counter()
+        run = dispatch.prepare_run(
+            engine, campaign, "bench:1", ledger.run_datetime(now), batch_size=args.batch_size
+        )
+        dispatch.work(engine, dispatch.make_context(run), claim_timeout=3600)
+        seconds = time.perf_counter() - t
+        assert dispatch.summarize(engine, run.run_id)["totals"].get("sent", 0) == args.customers
+        return seconds
+
+    def flow_run(i: int) -> float:
+        fresh_copy(f"flow-{i}.db")
+        t = time.perf_counter()
+        summary = flow_fn(campaign, run_key="bench:1", now=now)
+        seconds = time.perf_counter() - t
+        assert summary["totals"].get("sent", 0) == args.customers
+        return seconds
+
+    t0 = time.perf_counter()
     with prefect_test_harness(server_startup_timeout=120):
 
         @flow
@@ -91,37 +107,25 @@ def main() -> None:
             return None
 
         warm()
-        startup = time.perf_counter() - t1
-        flow_fn = run_campaign.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.concurrency))
-        os.environ["RELANCE_DATABASE_URL"] = flow_url
-        get_settings.cache_clear()
-        t2 = time.perf_counter()
-        summary = flow_fn(campaign, run_key="bench:1", now=now)
-        through = time.perf_counter() - t2
-    sent_flow = summary["totals"].get("sent", 0)
+        startup = time.perf_counter() - t0
+        pairs = []
+        for i in range(args.repeat):  # alternated, so that a slow minute of the machine hits both sides
+            pairs.append((direct_run(i), flow_run(i)))
+            d, f = pairs[-1]
+            print(
+                f"pair {i + 1}: direct {d:6.2f} s, flow {f:6.2f} s, overhead {(f - d) / d * 100:5.1f} %",
+                flush=True,
+            )
 
-    overhead = (through - direct) / direct * 100
-    print(f"recipients sent      direct {sent_direct:,}  flow {sent_flow:,}")
-    print(f"direct (no Prefect)  {direct:8.2f} s  {sent_direct / direct:,.0f} msg/s")
-    print(f"through the flow     {through:8.2f} s  {sent_flow / through:,.0f} msg/s")
-    print(f"Prefect overhead     {through - direct:8.2f} s  = {overhead:.1f} % of the direct run")
-    for name, times in phases.items():
-        print(
-            f"{name:<20} direct {times[0] if name == 'prepare_run' else sum(times[: len(times) // 2]):.2f} s"
-            f"  flow {times[-1] if name == 'prepare_run' else sum(times[len(times) // 2 :]):.2f} s"
-        )
+    direct = statistics.median(d for d, _ in pairs)
+    through = statistics.median(f for _, f in pairs)
+    n = args.customers
+    print(f"median over {args.repeat} pairs, {n:,} recipients, batches of {args.batch_size:,}:")
+    print(f"direct (no Prefect)  {direct:8.2f} s  {n / direct:,.0f} msg/s")
+    print(f"through the flow     {through:8.2f} s  {n / through:,.0f} msg/s")
+    share = (through - direct) / direct * 100
+    print(f"Prefect overhead     {through - direct:8.2f} s  = {share:.1f} % of the direct run")
     print(f"API server start-up  {startup:8.2f} s  (once per session, not per run)")
-
-
-def _timed(fn, into: list[float]):
-    def wrapper(*args, **kwargs):
-        t = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            into.append(time.perf_counter() - t)
-
-    return wrapper
 
 
 if __name__ == "__main__":
