@@ -70,6 +70,7 @@ class RenderedEmail:
         transfer_encoding: str = "8bit",
         to: str | None = None,
         extra_headers: dict[str, str] | None = None,
+        message_id: str | None = None,
     ) -> bytes:
         """The RFC 5322 message as bytes (CRLF line ends), as to_mime() would serialize it, fast.
 
@@ -87,7 +88,7 @@ class RenderedEmail:
             header_line("To", to or self.to) if (to or self.to) else "",
             header_line("Subject", self.subject),
             f"Date: {_date_now()}{CRLF}",
-            f"Message-ID: {make_msgid(domain=domain)}{CRLF}",
+            f"Message-ID: {message_id or make_msgid(domain=domain)}{CRLF}",
             *(header_line(name, value) for name, value in self.headers.items()),
             *(header_line(name, value) for name, value in (extra_headers or {}).items()),
             f"MIME-Version: 1.0{CRLF}",

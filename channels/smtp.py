@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from email.utils import formataddr
+from email.utils import formataddr, make_msgid
 
 import aiosmtplib
 
@@ -103,18 +103,23 @@ class SmtpProvider:
         await asyncio.gather(*(worker() for _ in range(min(self.settings.smtp_concurrency, len(messages)))))
         return [r for r in results if r is not None]
 
-    def mime(self, m: Outbound):
-        msg = m.rendered.to_mime(self.sender)
-        if "To" not in msg:
-            msg["To"] = m.to
-        msg["X-Relance-Ledger-Id"] = str(m.ledger_id)
-        return msg
+    def message_bytes(self, m: Outbound, message_id: str, eight_bit: bool = True) -> bytes:
+        """The message as sent: RenderedEmail.to_bytes (tens of µs; email.message's ~2 ms per e-mail);
+        quoted-printable for a server without 8BITMIME."""
+        return m.rendered.to_bytes(
+            self.sender,
+            transfer_encoding="8bit" if eight_bit else "quoted-printable",
+            to=m.rendered.to or m.to,
+            extra_headers={"X-Relance-Ledger-Id": str(m.ledger_id)},
+            message_id=message_id,
+        )
 
     async def _send_one(self, session: _Session, m: Outbound) -> str:
-        msg = self.mime(m)
         smtp = await session.ensure()
+        message_id = make_msgid(domain=self.settings.sender_email.rsplit("@", 1)[-1])
+        data = self.message_bytes(m, message_id, smtp.supports_extension("8bitmime"))
         try:
-            await smtp.send_message(msg, sender=self.settings.sender_email, recipients=[m.to])
+            await smtp.sendmail(self.settings.sender_email, [m.to], data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             code = min((r.code for r in exc.recipients), default=550)
             await _reset(smtp)
@@ -133,7 +138,7 @@ class SmtpProvider:
         except aiosmtplib.SMTPResponseException as exc:
             await _reset(smtp)
             raise _by_code(exc.code, "refused") from exc
-        return str(msg["Message-ID"])
+        return message_id
 
     async def aclose(self) -> None:
         return None
