@@ -144,7 +144,7 @@ def test_prefect_deploy_all_registers_the_repository_prefect_yaml(prefect_harnes
                 await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
 
     asyncio.run(create_pool())
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PWD": str(REPO)}  # as after `cd REPO`
     prefect = Path(sys.executable).parent / "prefect"
     done = subprocess.run(
         [str(prefect), "--no-prompt", "deploy", "--all"],
