@@ -37,8 +37,8 @@ def test_demo_runs_every_sample_campaign_into_the_outbox_and_reports(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"outbox:  {tmp_path / 'outbox'}" in done.stdout.replace("\n", "")
-    assert f"reports: {tmp_path / 'reports'}" in done.stdout.replace("\n", "")
+    assert f"outbox:  {(tmp_path / 'outbox').resolve()}" in done.stdout.replace("\n", "")
+    assert f"reports: {(tmp_path / 'reports').resolve()}" in done.stdout.replace("\n", "")
 
     campaigns = {p.stem for p in (tmp_path / "campaigns").glob("*.yaml")}
     db = sqlite3.connect(tmp_path / "relance.db")
