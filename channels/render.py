@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import Template, TemplateError, TemplateNotFound, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import (
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    meta,
+    nodes,
+)
 from jinja2.sandbox import SecurityError
 
 from channels import sms_encoding
@@ -66,6 +74,9 @@ OFFER_ONLY_NAMES = frozenset(
         "range",
     }
 )
+# A field that reads only these renders the same for customers with the same first name (the
+# greeting of a subject or headline): cached per first name too, names repeat across a base.
+NAME_NAMES = OFFER_ONLY_NAMES | {"first_name", "greeting"}
 STATIC_CACHE_MAX = 50_000
 CONTEXT_NAMES = (
     "customer, features, offer, variant, campaign, recommendations, content, link, greeting, "
@@ -144,6 +155,8 @@ class _Field:
     line: int
     static: str = ""
     offer_only: bool = False  # reads only OFFER_ONLY_NAMES: same text for every recipient of an offer
+    per_name: bool = False  # reads only those and the first name: same text for customers named alike
+    link_slot: bool = False  # per_name but for `link`, which it only prints ({{ link }}): see _sms_text
 
 
 @dataclass
@@ -152,6 +165,7 @@ class _LocaleTexts:
     email: dict[str, _Field] = field(default_factory=dict)
     sms: _Field | None = None
     push: dict[str, _Field] = field(default_factory=dict)
+    shared_per_name: bool = False  # every shared field is plain or per_name (set once loaded)
 
 
 @dataclass
@@ -218,7 +232,8 @@ class Renderer:
         self.links = links
         self._messages: dict[str, _Message] = {}
         self._field_files: dict[str, tuple[str, int]] = {}  # jinja filename -> (file, first line)
-        self._static: dict[tuple, str] = {}  # (field, one_line, key id) -> text of offer-only fields
+        # offer-only texts (field, one_line, key id[, first name]), SMS texts and `content` dicts
+        self._static: dict[tuple, Any] = {}
         self._keys: dict[tuple, int] = {}  # (locale, language, offer, variant, campaign) -> key id
         self._key_ids = itertools.count(1)
         self._locales: dict[tuple[str, str | None], tuple[str, _LocaleTexts, LocaleHelpers]] = {}
@@ -298,6 +313,7 @@ class Renderer:
                 texts.sms = self._field(value, shown)
             else:
                 texts.shared[str(key)] = self._field(value, shown)
+        texts.shared_per_name = all(f.template is None or f.per_name for f in texts.shared.values())
         return texts
 
     def _check_channel_texts(self, compiled: _Message, shown: str) -> None:
@@ -322,12 +338,15 @@ class Renderer:
             raise RenderError(
                 f"template syntax error: {exc.message}", shown, line + (exc.lineno or 1) - 1
             ) from exc
-        names = meta.find_undeclared_variables(self.env.parse(source))
+        tree = self.env.parse(source)
+        names = meta.find_undeclared_variables(tree)
         return _Field(
             self.env.template_class.from_code(self.env, code, self.env.make_globals(None)),
             shown,
             line,
             offer_only=names <= OFFER_ONLY_NAMES,
+            per_name=names <= NAME_NAMES,
+            link_slot=names <= NAME_NAMES | {"link"} and _printed_only(tree, "link"),
         )
 
     def _file_template(self, message: str, filename: str, fallback: str) -> Template:
@@ -415,13 +434,16 @@ class Renderer:
             raise RenderError("the template recurses too deeply", default_file) from exc
 
     def _value(self, f: _Field, variables: dict[str, Any], key: int | None, one_line: bool = False) -> str:
-        """A field's text; offer-only fields are rendered once per ``key`` (message locale + offer)."""
+        """A field's text; offer-only fields are rendered once per ``key`` (message locale + offer),
+        fields that also read the first name once per ``key`` and first name."""
         if f.template is None:
             return _one_line(f.static) if one_line else f.static
-        if key is None or not f.offer_only:
+        if key is None or not f.per_name:
             text = self._run(f, variables, f.file)
             return _one_line(text) if one_line else text
-        cache_key = (id(f), one_line, key)
+        cache_key = (
+            (id(f), one_line, key) if f.offer_only else (id(f), one_line, key, variables["first_name"])
+        )
         text = self._static.get(cache_key)
         if text is None:
             text = self._run(f, variables, f.file)  # a RenderError is raised, never cached
@@ -469,22 +491,45 @@ class Renderer:
             "sender": self.sender,
             **helpers.globals(),
         }
-        offer_key = _freeze(ctx.offer)
-        key = None
-        if offer_key is not None:  # hashed once here; the per-field cache keys hold a small int
-            full = (helpers.locale_name, lang, offer_key, ctx.variant, ctx.campaign)
+        offer = ctx.offer
+        # the offer's content with value types (True == 1 in Python); hashed once, in the lookup
+        # below (a TypeError there: a value is not hashable, nothing is cached); the per-field
+        # cache keys then hold a small int
+        full = (
+            helpers.locale_name,
+            lang,
+            tuple(offer.items()),
+            tuple(map(type, offer.values())),
+            ctx.variant,
+            ctx.campaign,
+        )
+        try:
             key = self._keys.get(full)
-            if key is None:
-                if len(self._keys) >= STATIC_CACHE_MAX:
-                    self._keys.clear()
-                    self._static.clear()
-                key = self._keys[full] = next(self._key_ids)  # never reused, even after a clear
+        except TypeError:
+            key = full = None
+        if key is None and full is not None:
+            if len(self._keys) >= STATIC_CACHE_MAX:
+                self._keys.clear()
+                self._static.clear()
+            key = self._keys[full] = next(self._key_ids)  # never reused, even after a clear
         if compiled.link is not None:
             target = self._value(compiled.link, variables, key).strip()
         else:
             target = str(ctx.offer.get("url") or "")
         variables["link"] = target
-        variables["content"] = {k: self._value(f, variables, key) for k, f in texts.shared.items()}
+        if key is not None and texts.shared_per_name:
+            # the whole `content` dict is the same for customers of an offer with the same first name;
+            # sharing one dict is safe: templates cannot change it (immutable sandbox) and we never do
+            cache_key = (id(texts), "content", key, first_name)
+            content = self._static.get(cache_key)
+            if content is None:
+                content = {k: self._value(f, variables, key) for k, f in texts.shared.items()}
+                if len(self._static) >= STATIC_CACHE_MAX:
+                    self._static.clear()
+                self._static[cache_key] = content
+            variables["content"] = content
+        else:
+            variables["content"] = {k: self._value(f, variables, key) for k, f in texts.shared.items()}
         return variables, texts, target, key
 
     def render(
@@ -511,7 +556,7 @@ class Renderer:
             if channel == "email":
                 out[channel] = self._email(compiled, texts, variables, links, ctx, key)
             elif channel == "sms":
-                out[channel] = self._sms(compiled, texts, variables, links, target, ctx)
+                out[channel] = self._sms(compiled, texts, variables, links, target, ctx, key)
             else:
                 out[channel] = self._push(compiled, texts, variables, links, target, ctx, key)
         return out
@@ -538,19 +583,39 @@ class Renderer:
         headers = unsubscribe_headers(unsubscribe, self.mailto, ctx.ledger_id)
         return RenderedEmail(subject, preheader, html, text, headers, ctx.customer.get("email"))
 
-    def _sms(
-        self, compiled: _Message, texts: _LocaleTexts, variables, links: Links, target, ctx
-    ) -> RenderedSms:
-        shown = compiled.shown
-        sms_vars = {**variables, "link": links.short(target) if target else ""}
-        assert texts.sms is not None
-        text = sms_encoding.normalize(self._run(texts.sms, sms_vars, shown).strip())
+    def _sms_text(self, f: _Field, variables: dict[str, Any]) -> str:
+        """The SMS text before the STOP mention: rendered, stripped, normalized to GSM-7 typography."""
+        text = sms_encoding.normalize(self._run(f, variables, f.file).strip())
         if "  " in text or "\t" in text:  # a scan in C; the regex alone costs microseconds per SMS
             text = _SPACES.sub(" ", text)
+        return text
+
+    def _sms(
+        self, compiled: _Message, texts: _LocaleTexts, variables, links: Links, target, ctx, key
+    ) -> RenderedSms:
+        f = texts.sms
+        assert f is not None
+        link = links.short(target) if target else ""
+        if key is None or f.template is None or not (f.per_name or (f.link_slot and link)):
+            text = self._sms_text(f, {**variables, "link": link})
+        else:
+            # The same text for every customer of this offer and first name, but for the link:
+            # rendered and normalized once with a placeholder, which the link then replaces. Exact,
+            # because the field only prints `link` (no test or filter reads it) and a non-empty
+            # link (an ASCII URL, no spaces) is left as is by strip/normalize/space folding.
+            cache_key = (id(f), "sms", key, variables["first_name"])
+            text = self._static.get(cache_key)
+            if text is None:
+                text = self._sms_text(f, {**variables, "link": _LINK_SLOT})  # errors are not cached
+                if len(self._static) >= STATIC_CACHE_MAX:
+                    self._static.clear()
+                self._static[cache_key] = text
+            if f.link_slot:
+                text = text.replace(_LINK_SLOT, link)
         if compiled.marketing:
             text = sms_encoding.with_stop_mention(text, self.stop_mention)
-        info = sms_encoding.analyze(text)
-        return RenderedSms(text, info.encoding, info.segments, info.ucs2_chars, ctx.customer.get("phone"))
+        encoding, _length, segments, ucs2 = sms_encoding.measure(text)
+        return RenderedSms(text, encoding, segments, ucs2, ctx.customer.get("phone"))
 
     def _push(
         self, compiled: _Message, texts: _LocaleTexts, variables, links: Links, target, ctx, key
@@ -645,15 +710,22 @@ _BREAKS = re.compile(r"[ \t\r\n]+")
 _SPACES = re.compile(r"[ \t]+")
 
 
-def _freeze(offer: dict[str, Any]) -> tuple | None:
-    """A hashable key of the offer's content (the flow builds a new dict per recipient); None if a
-    value is not hashable (then nothing is cached). Types are part of the key: True == 1 in Python."""
-    try:
-        key = tuple(sorted((k, v.__class__, v) for k, v in offer.items()))
-        hash(key)
-    except TypeError:
-        return None
-    return key
+_LINK_SLOT = "\ue000link\ue001"  # private-use characters: no template writes them
+
+
+def _printed_only(tree: nodes.Template, name: str) -> bool:
+    """Whether every use of the variable ``name`` is printed as is (``{{ name }}``) at the top level
+    of the template: never tested, filtered, sliced, passed or assigned, nor inside a block whose
+    output something else captures or transforms ({% filter %}, {% set %}...), so its value cannot
+    change anything else in the text."""
+    printed = {
+        id(child)
+        for output in tree.body
+        if isinstance(output, nodes.Output)
+        for child in output.nodes
+        if isinstance(child, nodes.Name) and child.name == name
+    }
+    return all(id(node) in printed for node in tree.find_all(nodes.Name) if node.name == name)
 
 
 def _one_line(text: str) -> str:

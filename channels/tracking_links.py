@@ -246,7 +246,9 @@ class Links:
     @trust_method
     def track(self, target: Any) -> str:
         """For templates: a signed click URL for an http(s) target; other values unchanged."""
-        target = str(target.unescape() if hasattr(target, "unescape") else target).strip()
+        if target.__class__ is not str:  # Markup (an href built in the HTML template), numbers...
+            target = str(target.unescape() if hasattr(target, "unescape") else target)
+        target = target.strip()
         if not target.startswith(("http://", "https://")) or target.startswith(self._base + "/"):
             return target
         return self.click(target)

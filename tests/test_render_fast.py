@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import markupsafe
 import pytest
 
 from channels.email_message import RenderedEmail
-from channels.render import RenderContext, Renderer
+from channels.render import RenderContext, Renderer, RenderError
+from channels.tracking_links import click_targets
 
 REPO = Path(__file__).resolve().parent.parent
 OFFER = {"code": "RETOUR15", "discount_percent": 15, "price": 12.5, "url": "https://maison.example/retour"}
@@ -112,3 +115,89 @@ def test_to_bytes_recipient_and_extra_headers(renderer):
     parsed = _parse(email.to_bytes(to="autre@example.com", extra_headers={"X-Relance-Ledger-Id": "7"}))
     assert parsed["To"] == "autre@example.com" and parsed["X-Relance-Ledger-Id"] == "7"
     assert parsed["From"].addresses[0].addr_spec  # the settings' sender by default
+
+
+# ---- fast paths of the compiled templates and of the SMS texts (third pass) ----------------------
+
+
+def _message(tmp_path: Path, content: str, name: str = "t/one") -> Renderer:
+    root = tmp_path / "templates"
+    if not (root / "_layout").exists():
+        shutil.copytree(REPO / "templates" / "_layout", root / "_layout")
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "content.yaml").write_text(content, encoding="utf-8")
+    return Renderer(root)
+
+
+def test_trusted_helpers_keep_the_int_argument_limit(settings, tmp_path: Path):
+    r = _message(
+        tmp_path, 'channels: [push]\nfr:\n  push:\n    title: "{{ money(features.n) }}"\n    body: "x"\n'
+    )
+    assert r.render("t/one", "push", _n(99999)).title == "99\u202f999,00\u00a0€"
+    with pytest.raises(RenderError, match="not allowed"):
+        r.render("t/one", "push", _n(100001))
+    with pytest.raises(RenderError, match="not allowed"):  # an untrusted callee, same check
+        _message(tmp_path, "channels: [sms]\nfr:\n  sms: \"{{ 'a'.ljust(features.n) }}\"\n", "t/two").render(
+            "t/two", "sms", _n(10**6)
+        )
+
+
+def _n(value: int) -> RenderContext:
+    return RenderContext(customer={"locale": "fr_FR"}, offer={"code": "X"}, features={"n": value})
+
+
+def test_html_escaping_is_markupsafe_escaping(renderer):
+    name = """O'Brien "Bob" <b>&</b>"""
+    email = renderer.render("winback/offer-15", "email", ctx(first_name=name))
+    assert str(markupsafe.escape(f"Bonjour {name}, vous nous manquez !")) in email.html
+    assert "Bonjour O&#39;Brien &#34;Bob&#34; &lt;b&gt;&amp;&lt;/b&gt;" in email.html
+    assert f"Bonjour {name}, vous nous manquez !" in email.text  # the text part is not escaped
+
+
+def test_missing_fields_are_still_undefined(settings, tmp_path: Path):
+    r = _message(
+        tmp_path,
+        "channels: [push]\nfr:\n  push:\n    title: \"{{ offer.nope | default('-') }}"
+        '{{ offer.code is defined }}{{ offer.gift is none }}"\n    body: "{{ customer.nope }}"\n',
+    )
+    good = RenderContext(customer={"locale": "fr_FR", "nope": 0}, offer={"code": "", "gift": None})
+    assert r.render("t/one", "push", good).title == "-TrueTrue"
+    assert r.render("t/one", "push", good).body == "0"  # a falsy value is a value
+    with pytest.raises(RenderError, match="customer.nope"):
+        r.render("t/one", "push", RenderContext(customer={"locale": "fr_FR"}, offer={}))
+
+
+def test_sms_link_reuse_only_when_the_link_is_just_printed(settings, tmp_path: Path):
+    printed = _message(
+        tmp_path, 'channels: [sms]\nmarketing: false\nfr:\n  sms: "Salut {{ first_name }} : {{ link }}"\n'
+    )
+    a = printed.render("t/one", "sms", ctx(first_name="Léa", ledger_id=1))
+    b = printed.render("t/one", "sms", ctx(first_name="Léa", ledger_id=2))
+    c = printed.render("t/one", "sms", ctx(first_name="Léa", ledger_id=3, offer={**OFFER, "url": ""}))
+    assert a.text.startswith("Salut Léa : http") and a.text != b.text  # each its own signed link
+    assert click_targets(a.text) == click_targets(b.text) == [OFFER["url"]]
+    assert c.text == "Salut Léa :"  # no link: rendered per customer (strip/normalize see the real text)
+    tested = _message(
+        tmp_path,
+        "channels: [sms]\nmarketing: false\nfr:\n"
+        '  sms: "{% if link %}Lien {{ link | length > 5 }}{% else %}Sans lien{% endif %}"\n',
+        "t/two",
+    )
+    assert tested.render("t/two", "sms", ctx(ledger_id=4)).text == "Lien True"
+    assert tested.render("t/two", "sms", ctx(ledger_id=5, offer={**OFFER, "url": ""})).text == "Sans lien"
+
+
+@pytest.mark.parametrize(
+    ("sms", "expected"),
+    [
+        ("{% filter upper %}{{ link }}{% endfilter %}", "HTTP"),
+        ("{% set x %}{{ link }}{% endset %}{{ x | length > 30 }} {{ x }}", "True http"),
+        ("{% for i in range(2) %}{{ link }} {% endfor %}", "http"),
+    ],
+)
+def test_sms_link_in_blocks_is_rendered_per_customer(settings, tmp_path: Path, sms, expected):
+    r = _message(tmp_path, f'channels: [sms]\nmarketing: false\nfr:\n  sms: "{sms}"\n')
+    texts = [r.render("t/one", "sms", ctx(ledger_id=i)).text for i in (1, 2)]
+    assert texts[0].startswith(expected) and texts[0] != texts[1]
+    assert not any("\ue000" in text for text in texts)  # no placeholder left behind
