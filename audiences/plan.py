@@ -106,6 +106,18 @@ def counts_query(campaign: Campaign, cand: Candidates) -> Select:
     return select(*keys, func.count().label("n"), first).group_by(*keys)
 
 
+def count_base(conn: Connection) -> int:
+    """Customers not erased: every customer minus the erased ones.
+
+    Why not ``count(*) WHERE erased_at IS NULL``: that reads every row (0.19 s
+    for 1M on SQLite), while a bare ``count(*)`` walks the smallest b-tree
+    (0.01 s) and the erased ones are few and indexed (ix_customer_erased_at, 0006).
+    """
+    total = conn.execute(select(func.count()).select_from(CUSTOMER)).scalar_one()
+    erased = conn.execute(select(func.count()).where(CUSTOMER.c.erased_at.is_not(None))).scalar_one()
+    return total - erased
+
+
 def funnel(
     conn: Connection,
     campaign: Campaign,
@@ -120,7 +132,7 @@ def funnel(
     settings = settings or get_settings()
     tune_connection(conn)
     cand = candidates(campaign, now, bind=conn, segments=segments, priorities=priorities, settings=settings)
-    base = conn.execute(select(func.count()).where(CUSTOMER.c.erased_at.is_(None))).scalar_one()
+    base = count_base(conn)
     by_stage: dict[str, int] = defaultdict(int)
     window_tz: dict[str, int] = defaultdict(int)
     messages: dict[tuple[str, str, bool], int] = defaultdict(int)

@@ -101,7 +101,7 @@ class Customer(SQLModel, table=True):
     preferred_payment_method: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-    erased_at: datetime | None = None  # set by `relance customers forget`
+    erased_at: datetime | None = Field(default=None, index=True)  # `relance customers forget`; 0006
 
 
 class CustomerInterest(SQLModel, table=True):
@@ -189,6 +189,27 @@ class CustomerFeatures(SQLModel, table=True):
     computed_at: datetime = Field(default_factory=utcnow)
 
 
+class CustomerReach(SQLModel, table=True):
+    """Who can be reached on which channel: 0/1 flags kept exact by triggers (migration 0006).
+
+    ``consent_<channel>``: consent granted and a valid address (e-mail, phone,
+    active device); ``suppressed_<channel>``: an address of the customer is on the
+    channel's suppression list or on '*'. Never written by code: the triggers on
+    customer, consent, device and suppression recompute a customer's row in the
+    transaction that changes them. The selection joins it on its primary key.
+    """
+
+    __tablename__ = "customer_reach"
+
+    customer_id: int = Field(foreign_key="customer.id", primary_key=True, ondelete="CASCADE")
+    consent_email: int = 0
+    consent_sms: int = 0
+    consent_push: int = 0
+    suppressed_email: int = 0
+    suppressed_sms: int = 0
+    suppressed_push: int = 0
+
+
 class Suppression(SQLModel, table=True):
     """Addresses never to be contacted on a channel ('*' = every channel).
 
@@ -218,6 +239,10 @@ class CustomerScore(SQLModel, table=True):
     customer_id: int = Field(foreign_key="customer.id", primary_key=True, ondelete="CASCADE")
     score: float
     scored_at: datetime = Field(default_factory=utcnow)
+    # response model only (migration 0007): P(response | channel), read by the `best` channel strategy
+    score_email: float | None = None
+    score_sms: float | None = None
+    score_push: float | None = None
 
 
 class Recommendation(SQLModel, table=True):

@@ -45,12 +45,22 @@ def test_upgrade_from_0001_keeps_the_data(db_url):
         assert conn.execute(text("SELECT external_id, email FROM customer")).all() == [("C1", "a@example.fr")]
         assert conn.execute(text("SELECT amount_cents FROM orders")).scalar_one() == 1234
         assert conn.execute(text("SELECT status FROM consent")).scalar_one() == "granted"
+        # 0006 filled customer_reach from the rows already there
+        reach = text(
+            "SELECT consent_email, consent_sms, suppressed_email FROM customer_reach WHERE customer_id = 1"
+        )
+        assert conn.execute(reach).one() == (1, 0, 0)
 
 
 def _reset(engine) -> None:
-    """Drop every table so the database can be rebuilt at an older revision."""
+    """Drop every table (and PostgreSQL's trigger functions) to rebuild the database at an older revision."""
     from sqlalchemy import MetaData
 
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        return
     meta = MetaData()
     meta.reflect(engine)
     with engine.begin() as conn:
