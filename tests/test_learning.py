@@ -249,3 +249,46 @@ def test_prune_keeps_the_three_most_recently_scored_versions_of_each_score(sqlit
         kept = conn.execute(select(CustomerScore.model, CustomerScore.version)).all()
     assert sorted(v for m, v in kept if m == "churn") == ["v3", "v4", "v5"]
     assert sorted(v for m, v in kept if m == "response.sms") == ["v1", "v2", "v3", "v4", "v5"]  # not asked
+
+
+def test_migration_0007_moves_per_channel_scores_into_the_response_row_and_back(db_url) -> None:
+    """Versions scored before 0007 (a row per channel) keep their channel scores, also after a downgrade."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from relance.db import alembic_config, get_engine, migrate
+
+    engine = get_engine(db_url)
+    command.downgrade(alembic_config(db_url), "0006")  # the fixture migrated to head
+    old = [("churn", 1, 0.9), ("response", 1, 0.6), ("response.email", 1, 0.6), ("response.sms", 1, 0.2),
+           ("response", 2, 0.3), ("response.sms", 2, 0.3)]  # fmt: skip
+    with engine.begin() as conn:
+        for cid in (1, 2):
+            conn.execute(
+                text(
+                    "INSERT INTO customer (id, external_id, email, locale, timezone, created_at, updated_at) "
+                    "VALUES (:id, :ext, :email, 'fr_FR', 'Europe/Paris', :now, :now)"
+                ),
+                {"id": cid, "ext": f"M{cid}", "email": f"m{cid}@x.test", "now": T},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO customer_score (model, version, customer_id, score, scored_at) "
+                "VALUES (:m, 'v1', :c, :s, :now)"
+            ),
+            [{"m": m, "c": c, "s": s, "now": T} for m, c, s in old],
+        )
+    migrate(db_url)
+    s = CustomerScore.__table__
+    with engine.connect() as conn:
+        got = conn.execute(
+            select(
+                s.c.model, s.c.customer_id, s.c.score, s.c.score_email, s.c.score_sms, s.c.score_push
+            ).order_by(s.c.model, s.c.customer_id)
+        ).all()
+    assert got == [("churn", 1, 0.9, None, None, None), ("response", 1, 0.6, 0.6, 0.2, None),
+                   ("response", 2, 0.3, None, 0.3, None)]  # fmt: skip
+    command.downgrade(alembic_config(db_url), "0006")
+    with engine.connect() as conn:
+        back = conn.execute(text("SELECT model, customer_id, score FROM customer_score")).all()
+    assert sorted(back) == sorted(old)

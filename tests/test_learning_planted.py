@@ -119,8 +119,14 @@ def test_scores_are_written_per_version_in_batches_identically(planted: Planted)
     with planted.engine.connect() as conn:
         before = conn.execute(q).all()
         names = set(conn.execute(select(scores.c.model).group_by(scores.c.model)).scalars())
+        channel_scores = conn.execute(
+            select(scores.c.model, func.count(scores.c.score_email), func.count(scores.c.score_sms),
+                   func.count(scores.c.score_push)).group_by(scores.c.model).order_by(scores.c.model)
+        ).all()  # fmt: skip
     assert len(before) == N
-    assert names == {"churn", "uplift", "response", "response.email", "response.sms"}
+    assert names == {"churn", "uplift", "response"}  # one row per customer and model
+    # the response row carries the score of each channel the model knows; the others have none
+    assert channel_scores == [("churn", 0, 0, 0), ("response", N, N, 0), ("uplift", 0, 0, 0)]
     res = scoring.score("churn", planted.engine, version=info.version, now=T0, batch_size=1500)
     assert res.customers == N
     with planted.engine.connect() as conn:
@@ -151,8 +157,8 @@ def test_best_channel_is_the_argmax_among_consented_channels(planted: Planted) -
         per = {
             ch: dict(
                 conn.execute(
-                    select(scores.c.customer_id, scores.c.score).where(
-                        scores.c.model == f"response.{ch}", scores.c.version == version
+                    select(scores.c.customer_id, scores.c[f"score_{ch}"]).where(
+                        scores.c.model == "response", scores.c.version == version
                     )
                 ).all()
             )
@@ -201,8 +207,8 @@ def test_response_score_is_the_best_consented_channel(planted: Planted) -> None:
         score_many(["response"], planted.engine, versions={"response": version}, now=T0)
         with planted.engine.connect() as conn:
             rows = conn.execute(
-                select(scores.c.model, scores.c.customer_id, scores.c.score).where(
-                    scores.c.version == version
+                select(scores.c.customer_id, scores.c.score, scores.c.score_email, scores.c.score_sms).where(
+                    scores.c.model == "response", scores.c.version == version
                 )
             ).all()
             granted = set(
@@ -219,16 +225,15 @@ def test_response_score_is_the_best_consented_channel(planted: Planted) -> None:
                     .values(status=status)
                 )
         score_many(["response"], planted.engine, versions={"response": version}, now=T0)
-    per: dict[int, dict[str, float]] = {}
-    for model, cid, score in rows:
-        per.setdefault(cid, {})[model] = score
-    channels = sorted({m.split(".", 1)[1] for m, _, _ in rows if "." in m})
+    channels = ("email", "sms")
+    assert len(rows) == N
     kinds = set()
-    for cid, found in per.items():
-        allowed = [found[f"response.{ch}"] for ch in channels if (cid, ch) in granted]
+    for cid, score, *per_channel in rows:
+        found = dict(zip(channels, per_channel, strict=True))
+        allowed = [found[ch] for ch in channels if (cid, ch) in granted]
         kinds.add(len(allowed))
-        expected = max(allowed) if allowed else max(found[f"response.{ch}"] for ch in channels)
-        assert found["response"] == pytest.approx(expected)
+        expected = max(allowed) if allowed else max(found.values())
+        assert score == pytest.approx(expected)
     assert {0, len(channels) - 1, len(channels)} <= kinds  # every case of the rule is exercised
 
 

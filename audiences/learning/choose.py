@@ -2,8 +2,8 @@
 
 ``channels: {strategy: best, model: response}`` (``model: channel`` is the same
 model). The response model has the channel as a feature and
-``relance score response`` stores one score per channel
-(``customer_score.model = 'response.<channel>'``); this module compiles the
+``relance score response`` stores one score per channel in the customer's
+``response`` row (``customer_score.score_<channel>``); this module compiles the
 argmax over the channels that are still usable after consent, suppression,
 caps and windows (``ok``) into one SQL CASE, so that plan and run get the
 same channel from the same query. Ties and channels without a score follow
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, Subquery, and_, case, func, literal, or_, select
 
-from audiences.learning.registry import canonical
+from audiences.learning.registry import canonical, channel_column
 from audiences.rules import SCORES, RuleContext, model_version
 from audiences.selection import CHANNEL_CHOOSERS
 from relance.spec import Campaign
@@ -28,9 +28,9 @@ NO_SCORE = -1.0
 def channel_score(model: str, version: str, channel: str, customer_id: ColumnElement) -> ColumnElement:
     """The customer's score for one channel (a correlated lookup on the primary key), -1 when absent."""
     sub = (
-        select(SCORES.c.score)
+        select(SCORES.c[channel_column(channel)])
         .where(
-            SCORES.c.model == f"{model}.{channel}",
+            SCORES.c.model == model,
             SCORES.c.version == version,
             SCORES.c.customer_id == customer_id,
         )

@@ -47,6 +47,11 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def channel_column(channel: str) -> str:
+    """The ``customer_score`` column holding a response version's score for ``channel``."""
+    return f"score_{channel}"
+
+
 def root(models_dir: Path | None = None) -> Path:
     return Path(models_dir or get_settings().models_dir)
 

@@ -10,12 +10,15 @@ of the time on a million rows. The version's old rows are deleted first (no
 upsert). The whole version is written in one transaction: a selection running
 meanwhile sees all of a version's scores or none. Older versions are pruned after that commit.
 
-Rows written per model:
+Rows written per model (one per customer):
 - churn: ``churn`` = P(no order within the horizon);
 - uplift: ``uplift`` = P(outcome | message) - P(outcome | no message);
-- response: ``response.<channel>`` = P(response | that channel) for every channel the model knows,
-  and ``response`` = the best of them among the channels the customer has consented to
-  (among all when none), which is what `top: {model: response}` ranks by.
+- response: ``response`` = the best P(response | channel) among the channels the customer has consented to
+  (among all when none), which is what `top: {model: response}` ranks by; and, in the same row,
+  ``score_<channel>`` = P(response | that channel) for every channel the model knows, which the `best`
+  strategy compares (audiences/learning/choose.py). Why columns and not a row per channel: a million
+  customers then cost a million rows instead of three million (two channels), each going through the
+  table and its two indexes (migration 0007; figures in notes/7-learning.md).
 
 Scores of versions older than the newest ``KEEP_VERSIONS`` scored ones are
 deleted (a campaign may pin a recent older version; the table must not grow
@@ -25,17 +28,18 @@ by a million rows a day).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import repeat
 
 import numpy as np
 from sqlalchemy import Connection, Engine, delete, select
 
 from audiences.learning import dataset, registry
 from audiences.learning.models import cpu_threads
-from relance.models import Consent, CustomerScore, utcnow
+from relance.models import CHANNELS, Consent, CustomerScore, utcnow
 from relance.settings import get_settings
 
 SCORES = CustomerScore.__table__
@@ -51,13 +55,14 @@ class ScoreResult:
     rows: int
     seconds: float  # until the version's scores are committed (usable by plan and run)
     prune_seconds: float = 0.0  # then deleting versions beyond KEEP_VERSIONS, in its own transaction
+    # where ``seconds`` went: shares of the features and of the commit (shared by the models scored
+    # together), predict (incl. the consent read of response), write (through the driver)
+    phases: dict[str, float] = field(default_factory=dict)
 
 
-def score_names(info: registry.ModelInfo) -> list[str]:
-    """The ``customer_score.model`` values a version writes."""
-    if info.name == "response":
-        return ["response", *(f"response.{ch}" for ch in info.meta.get("channels", []))]
-    return [info.name]
+def channels(info: registry.ModelInfo) -> list[str]:
+    """The channels whose scores a version writes in ``score_<channel>`` (response only)."""
+    return [ch for ch in info.meta.get("channels", []) if ch in CHANNELS] if info.name == "response" else []
 
 
 def _consented(conn: Connection) -> dict[str, np.ndarray]:
@@ -83,20 +88,21 @@ def _member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     return sorted_ids[at] == ids
 
 
-def _predict(info: registry.ModelInfo, model, df, consent: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if info.name != "response":
-        return {info.name: model.predict(df)}
-    channels = info.meta.get("channels", [])
-    per = {}
-    for ch in channels:
-        per[ch] = model.predict(df.assign(channel=ch))
-    stacked = np.vstack([per[ch] for ch in channels])
+def _predict(
+    info: registry.ModelInfo, model, df, consent: dict[str, np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The ``score`` column and the per-channel columns (in :func:`channels` order)."""
+    names = channels(info)
+    if not names:
+        return np.asarray(model.predict(df), dtype=float), []
+    per = [np.asarray(model.predict(df.assign(channel=ch)), dtype=float) for ch in names]
+    stacked = np.vstack(per)
     ids = df["customer_id"].to_numpy(dtype=np.int64)
     empty = np.empty(0, dtype=np.int64)
-    allowed = np.vstack([_member(ids, consent.get(ch, empty)) for ch in channels])
+    allowed = np.vstack([_member(ids, consent.get(ch, empty)) for ch in names])
     best_allowed = np.where(allowed, stacked, -np.inf).max(axis=0)
     best = np.where(np.isfinite(best_allowed), best_allowed, stacked.max(axis=0))
-    return {"response": best, **{f"response.{ch}": per[ch] for ch in channels}}
+    return best, per
 
 
 def prune(conn: Connection, names: list[str], keep: int = KEEP_VERSIONS) -> None:
@@ -122,11 +128,15 @@ def prune(conn: Connection, names: list[str], keep: int = KEEP_VERSIONS) -> None
         conn.execute(delete(SCORES).where(SCORES.c.model == name, SCORES.c.version.not_in(recent)))
 
 
-def write(conn: Connection, rows: list[tuple]) -> None:
-    """Append (model, version, customer_id, score, scored_at) rows through the driver connection."""
-    if not rows:
-        return
-    columns = "model, version, customer_id, score, scored_at"
+BASE_COLUMNS = ("model", "version", "customer_id", "score", "scored_at")
+
+
+def write(conn: Connection, rows: Iterable[tuple], channel_columns: Sequence[str] = ()) -> None:
+    """Append (model, version, customer_id, score, scored_at, *channel scores) rows through the driver.
+
+    ``channel_columns`` names the ``score_<channel>`` columns the rows carry after the five base ones.
+    """
+    columns = ", ".join((*BASE_COLUMNS, *channel_columns))
     cursor = conn.connection.dbapi_connection.cursor()
     try:
         if conn.dialect.name == "postgresql":
@@ -134,7 +144,8 @@ def write(conn: Connection, rows: list[tuple]) -> None:
                 for row in rows:
                     copy.write_row(row)
         else:
-            cursor.executemany(f"INSERT INTO customer_score ({columns}) VALUES (?, ?, ?, ?, ?)", rows)
+            marks = ", ".join("?" * (len(BASE_COLUMNS) + len(channel_columns)))
+            cursor.executemany(f"INSERT INTO customer_score ({columns}) VALUES ({marks})", rows)
     finally:
         cursor.close()
 
@@ -180,39 +191,53 @@ def score_many(
     now = now or utcnow()
     batch_size = batch_size or get_settings().score_batch_size
     results = []
-    with cpu_threads(), engine.begin() as conn, _large_page_cache(conn):
-        t0 = time.perf_counter()
-        features = dataset.current_rows(conn, now)
-        shared = time.perf_counter() - t0
-        stamp = _stamp(conn, now)
-        for info in infos:
-            t1 = time.perf_counter()
-            model = registry.load(info)
-            names_written = score_names(info)
-            conn.execute(
-                delete(SCORES).where(SCORES.c.model.in_(names_written), SCORES.c.version == info.version)
-            )
-            consent = _consented(conn) if info.name == "response" else {}
-            rows = 0
-            for start in range(0, len(features), batch_size):
-                df = features.iloc[start : start + batch_size]
-                ids = df["customer_id"].tolist()
-                for model_name, values in _predict(info, model, df, consent).items():
-                    scores = np.asarray(values, dtype=float).tolist()
-                    write(
-                        conn,
-                        [(model_name, info.version, c, v, stamp) for c, v in zip(ids, scores, strict=True)],
-                    )
+    with cpu_threads(), engine.connect() as conn, _large_page_cache(conn):
+        with conn.begin():
+            t0 = time.perf_counter()
+            features = dataset.current_rows(conn, now)
+            shared = (time.perf_counter() - t0) / len(infos)
+            stamp = _stamp(conn, now)
+            for info in infos:
+                t1 = time.perf_counter()
+                conn.execute(
+                    delete(SCORES).where(SCORES.c.model == info.name, SCORES.c.version == info.version)
+                )
+                deleting = time.perf_counter() - t1
+                model = registry.load(info)
+                consent = _consented(conn) if channels(info) else {}
+                columns = [registry.channel_column(ch) for ch in channels(info)]
+                rows, writing = 0, 0.0
+                for start in range(0, len(features), batch_size):
+                    df = features.iloc[start : start + batch_size]
+                    ids = df["customer_id"].tolist()
+                    best, per = _predict(info, model, df, consent)
+                    same = (repeat(info.name), repeat(info.version))
+                    values = (ids, best.tolist(), repeat(stamp), *(p.tolist() for p in per))
+                    t2 = time.perf_counter()
+                    write(conn, zip(*same, *values, strict=False), columns)  # repeat() is endless
+                    writing += time.perf_counter() - t2
                     rows += len(ids)
-            seconds = time.perf_counter() - t1 + shared / len(infos)
-            results.append(ScoreResult(info.name, info.version, len(features), rows, seconds))
+                own = time.perf_counter() - t1
+                phases = {
+                    "features": shared,
+                    "delete": deleting,
+                    "predict": own - deleting - writing,
+                    "write": writing,
+                }
+                results.append(
+                    ScoreResult(info.name, info.version, len(features), rows, shared + own, 0.0, phases)
+                )
+            t3 = time.perf_counter()
+        commit = (time.perf_counter() - t3) / len(infos)
+    for i, res in enumerate(results):
+        results[i] = replace(res, seconds=res.seconds + commit, phases={**res.phases, "commit": commit})
     # Old versions go after the commit: deleting a million-row version costs as much as writing one,
     # and the new scores need not wait for it.
     for i, info in enumerate(infos):
-        t2 = time.perf_counter()
+        t4 = time.perf_counter()
         with engine.begin() as conn:
-            prune(conn, score_names(info))
-        results[i] = replace(results[i], prune_seconds=time.perf_counter() - t2)
+            prune(conn, [info.name])
+        results[i] = replace(results[i], prune_seconds=time.perf_counter() - t4)
     return results
 
 
