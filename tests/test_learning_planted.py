@@ -286,3 +286,20 @@ def test_models_command_lists_versions_metrics_and_the_one_used(planted: Planted
     for name, tr in planted.trained.items():
         assert name in result.output and tr.info.version in result.output
     assert "auc" in result.output and "qini" in result.output
+
+
+def test_score_command_scores_every_model_in_one_pass(planted: Planted) -> None:
+    from sqlalchemy import func, select
+    from typer.testing import CliRunner
+
+    from relance.cli import app
+    from relance.models import CustomerScore
+
+    result = CliRunner().invoke(app, ["score", "--now", T0.isoformat()], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    scores = CustomerScore.__table__
+    with planted.engine.connect() as conn:
+        for name, tr in planted.trained.items():
+            assert f"{name} {tr.info.version}: {N:,} customers" in result.output
+            rows = select(func.count()).where(scores.c.model == name, scores.c.version == tr.info.version)
+            assert conn.execute(rows).scalar_one() == N

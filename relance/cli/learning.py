@@ -142,17 +142,17 @@ def score_cmd(
 ) -> None:
     """Score every customer into customer_score (used by `score`, `top`, `target` and `best`)."""
     from audiences.learning.registry import ModelNotFound
-    from audiences.learning.scoring import score
+    from audiences.learning.scoring import score_many
 
     engine = ensure_db()
     names = _names(model)
     if version and len(names) > 1:
         fail("--version needs a MODEL, e.g. `relance score churn --version 20260115T103000Z`")
-    for name in names:
-        try:
-            res = score(name, engine, version=version, now=_now(now))
-        except ModelNotFound as exc:
-            fail(str(exc))
+    try:  # one call: the customers' features are read once for every model
+        results = score_many(names, engine, versions={names[0]: version} if version else None, now=_now(now))
+    except ModelNotFound as exc:
+        fail(str(exc))
+    for name, res in zip(names, results, strict=True):
         console().print(
             f"{name} {res.version}: {res.customers:,} customers, {res.rows:,} scores in {res.seconds:.1f} s"
         )
