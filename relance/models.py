@@ -288,7 +288,7 @@ class LedgerEntry(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("run_id", "customer_id", "channel", name="uq_ledger_run_customer_channel"),
         Index("ix_ledger_run_batch_status", "run_id", "batch", "status"),
-        Index("ix_ledger_customer_sent", "customer_id", "sent_at"),
+        Index("ix_ledger_customer_sent_status", "customer_id", "sent_at", "channel", "status"),  # 0008: caps
         Index("ix_ledger_sent_customer", "sent_at", "customer_id", "channel", "status"),  # 0004: caps window
     )
 
