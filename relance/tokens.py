@@ -12,7 +12,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -108,27 +107,16 @@ def _short_key(secret: str) -> bytes:
     return hmac.new(secret.encode("utf-8"), b"relance.short", hashlib.sha256).digest()
 
 
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
 @lru_cache(maxsize=8)
-def _short_pads(key: bytes) -> tuple[Any, Any]:
-    """HMAC-SHA256 (RFC 2104) keyed once: the inner and outer hashes after the padded key. Each tag
-    copies them (what hmac.HMAC.copy() does, without its Python wrapper: a few us per SMS)."""
-    if len(key) > 64:  # longer than SHA-256's block: hashed first, as RFC 2104 says
-        key = hashlib.sha256(key).digest()
-    padded = key.ljust(64, b"\0")
-    return hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD))
+def _short_hmac(key: bytes) -> hmac.HMAC:
+    """The HMAC keyed once; each tag copies it (1 us less per SMS than keying anew with hmac.digest)."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def _short_tag(key: bytes, ledger: str, link: str) -> str:
-    inner_base, outer_base = _short_pads(key)
-    inner = inner_base.copy()
-    inner.update(f"{ledger}.{link}".encode("ascii"))
-    outer = outer_base.copy()
-    outer.update(inner.digest())
-    return base62(int.from_bytes(outer.digest()[:8], "big") % _TAG_MOD).rjust(SHORT_TAG_LEN, "0")
+    mac = _short_hmac(key).copy()
+    mac.update(f"{ledger}.{link}".encode("ascii"))
+    return base62(int.from_bytes(mac.digest()[:8], "big") % _TAG_MOD).rjust(SHORT_TAG_LEN, "0")
 
 
 def make_short_code(ledger_id: int, link_id: int, secret: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Short-code primitives: base62 and the HMAC tag computed from pre-keyed hashes."""
+"""Short-code primitives: base62 and the HMAC tag computed from a pre-keyed HMAC."""
 
 from __future__ import annotations
 
