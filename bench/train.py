@@ -7,6 +7,8 @@ and reused by a second run unless --fresh.
 
     .venv/bin/python bench/train.py [--customers 1000000] [--db bench/out/train-1000000.db] [--threads 1]
     .venv/bin/python bench/train.py --score-only     # score again with the models trained by a previous run
+    .venv/bin/python bench/train.py --score-only --diff-scores bench/out/scores-before.db
+        # first time: keeps the scores written; afterwards: compares the new ones with them (same versions)
 
 Trained models are kept in bench/out/models-<customers>/ (--models-dir), so `--score-only` can time
 scoring alone, on the same database and the same model versions.
@@ -35,6 +37,12 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=None, help="default bench/out/models-<customers>")
     parser.add_argument(
         "--score-only", action="store_true", help="No training: score with the newest passing versions"
+    )
+    parser.add_argument(
+        "--diff-scores",
+        type=Path,
+        default=None,
+        help="SQLite file: keep the scores written (if it does not exist) or compare them with the kept ones",
     )
     args = parser.parse_args()
     db = args.db or Path("bench/out") / f"train-{args.customers}.db"
@@ -90,6 +98,61 @@ def main() -> None:
         )
     total_score = time.perf_counter() - t0
     print(f"total: train {total_train:.1f} s, score {total_score:.1f} s (load average {os.getloadavg()})")
+    if args.diff_scores:
+        diff_scores(db, args.diff_scores, versions)
+
+
+def diff_scores(db: Path, kept: Path, versions: dict[str, str]) -> None:
+    """Keep the rows of ``versions`` in ``kept`` (first call), or compare them with the kept ones.
+
+    Why: a faster scoring must write the same scores. Rows are matched on the primary key and every
+    column is compared exactly (``IS NOT``); the largest absolute difference is printed too. The kept
+    table is keyed like customer_score (an EXCEPT of 3M rows both ways took 10 minutes here).
+    """
+    import sqlite3
+
+    values = ("score", "scored_at", "score_email", "score_sms", "score_push")
+    cols = ", ".join(("model", "version", "customer_id", *values))
+    pairs = " OR ".join("(n.model = ? AND n.version = ?)" for _ in versions)
+    args = [x for pair in versions.items() for x in pair]
+    con = sqlite3.connect(db)
+    try:
+        first = not kept.exists()
+        con.execute("ATTACH ? AS kept", (str(kept),))
+        if first:
+            con.execute(
+                "CREATE TABLE kept.score (model TEXT, version TEXT, customer_id INTEGER, score REAL,"
+                " scored_at TEXT, score_email REAL, score_sms REAL, score_push REAL,"
+                " PRIMARY KEY (model, version, customer_id)) WITHOUT ROWID"
+            )
+            con.execute(
+                f"INSERT INTO kept.score SELECT {cols} FROM customer_score n WHERE {pairs}"
+                " ORDER BY model, version, customer_id",
+                args,
+            )
+            con.commit()
+            n = con.execute("SELECT count(*) FROM kept.score").fetchone()[0]
+            print(f"kept {n:,} score rows in {kept} (the next run with --diff-scores compares with them)")
+            return
+        differ = " OR ".join(f"n.{c} IS NOT k.{c}" for c in values)
+        worst = ", ".join(
+            f"max(abs(n.{c} - k.{c}))" for c in ("score", "score_email", "score_sms", "score_push")
+        )
+        matched, differing, *largest = con.execute(
+            f"SELECT count(*), coalesce(sum({differ}), 0), {worst} FROM customer_score n JOIN kept.score k"
+            " ON k.model = n.model AND k.version = n.version AND k.customer_id = n.customer_id"
+            f" WHERE {pairs}",
+            args,
+        ).fetchone()
+        now = con.execute(f"SELECT count(*) FROM customer_score n WHERE {pairs}", args).fetchone()[0]
+        before = con.execute("SELECT count(*) FROM kept.score").fetchone()[0]
+        print(
+            f"scores vs {kept}: {matched:,} rows matched, {differing:,} of them differ"
+            f" (max |difference| score/email/sms/push {largest}); {now - matched:,} new rows,"
+            f" {before - matched:,} kept rows missing"
+        )
+    finally:
+        con.close()
 
 
 if __name__ == "__main__":

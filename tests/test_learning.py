@@ -292,3 +292,33 @@ def test_migration_0007_moves_per_channel_scores_into_the_response_row_and_back(
     with engine.connect() as conn:
         back = conn.execute(text("SELECT model, customer_id, score FROM customer_score")).all()
     assert sorted(back) == sorted(old)
+
+
+def test_scoring_reads_consented_ids_and_current_features_on_both_databases(engine) -> None:
+    """The consent ids come as one aggregated string per channel; the features as of now aggregate the
+    orders before it directly: both equal what the row-by-row / as-of paths give, on each database."""
+    import numpy as np
+    import pandas as pd
+
+    from audiences.consent import set_consent
+    from audiences.learning import scoring
+
+    with engine.begin() as conn:
+        ids = [_customer(conn, f"c{i}", signup=date(2025, 1, 1) if i % 2 else None) for i in range(5)]
+        for i, cid in enumerate(ids):
+            for day in range(i):  # customer i has i orders, one of them after `now`
+                _order(conn, cid, f"o{i}-{day}", T - timedelta(days=10 * day - 5), 10 + day,
+                       category=None if day == 2 else f"k{day % 3}")  # fmt: skip
+        set_consent(conn, ids[0], "email", "granted", "test")
+        set_consent(conn, ids[3], "email", "granted", "test")
+        set_consent(conn, ids[1], "email", "withdrawn", "test")
+        set_consent(conn, ids[1], "sms", "granted", "test")
+    with engine.connect() as conn:
+        found = scoring._consented(conn, ["email", "sms", "push"])
+        direct = dataset.current_rows(conn, T)
+        as_of = dataset.current_rows(conn, T, history=dataset.order_history(conn))
+    assert found["email"].tolist() == sorted([ids[0], ids[3]])
+    assert found["sms"].tolist() == [ids[1]] and found["push"].dtype == np.int64 and not len(found["push"])
+    pd.testing.assert_frame_equal(direct, as_of[direct.columns], check_exact=True)
+    assert direct["frequency"].tolist() == [0, 0, 1, 2, 3]  # the order after `now` is not counted
+    assert direct["n_categories"].tolist() == [0, 0, 1, 1, 2]  # distinct, NULL category not counted

@@ -303,3 +303,49 @@ def test_score_command_scores_every_model_in_one_pass(planted: Planted) -> None:
             assert f"{name} {tr.info.version}: {N:,} customers" in result.output
             rows = select(func.count()).where(scores.c.model == name, scores.c.version == tr.info.version)
             assert conn.execute(rows).scalar_one() == N
+
+
+def test_current_features_are_those_of_the_as_of_path(planted: Planted) -> None:
+    """Scoring aggregates the orders before `now` directly; the values are those of the as-of lookup."""
+    import pandas as pd
+
+    with planted.engine.connect() as conn:
+        history = dataset.order_history(conn)
+        for lo, hi in ((None, None), (1, 700), (1500, 1510)):
+            direct = dataset.current_rows(conn, T0, lo, hi)
+            as_of = dataset.current_rows(conn, T0, lo, hi, history=history)
+            assert len(direct) == (N if lo is None else hi - lo + 1)
+            pd.testing.assert_frame_equal(direct, as_of[direct.columns], check_exact=True)
+    assert (direct["frequency"] == 0).any() or lo is not None  # customers without orders are covered
+
+
+def test_written_scores_are_the_models_predictions_and_foreign_keys_stay_on(planted: Planted) -> None:
+    """Each distinct feature vector is predicted once and spread: the scores are exactly the model's."""
+    from sqlalchemy import text
+
+    scores = CustomerScore.__table__
+    features = _current(planted.engine)
+    distinct, codes = scoring.distinct_rows(features)
+    assert len(distinct) < len(features)  # customers who never ordered share vectors
+    for name in ("churn", "uplift"):
+        info = planted.trained[name].info
+        res = scoring.score(name, planted.engine, version=info.version, now=T0)
+        assert res.rows == N and set(res.phases) >= {"features", "predict", "write", "commit"}
+        with planted.engine.connect() as conn:
+            written = conn.execute(
+                select(scores.c.customer_id, scores.c.score)
+                .where(scores.c.model == name, scores.c.version == info.version)
+                .order_by(scores.c.customer_id)
+            ).all()
+            # the pooled connection that wrote with the foreign key check off has it on again
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            conn.rollback()
+            orphan = text(
+                "INSERT INTO customer_score (model, version, customer_id, score, scored_at)"
+                " VALUES ('x', 'x', -5, 0.5, '2026-01-01 00:00:00')"
+            )
+            with pytest.raises(Exception, match="FOREIGN KEY"), conn.begin():
+                conn.execute(orphan)
+        expected = registry.load(info).predict(features)
+        assert [r[0] for r in written] == features["customer_id"].tolist()
+        assert np.array_equal(np.array([r[1] for r in written]), np.asarray(expected, dtype=float))

@@ -142,9 +142,16 @@ def fit_calibrated(
 
 
 def cpu_threads(settings: Settings | None = None):
-    """Limit OpenMP threads (settings.learning_threads; 0 = no limit) for fitting and predicting."""
+    """Limit OpenMP threads (settings.learning_threads; 0 = no limit) for fitting and predicting.
+
+    scikit-learn is imported first: threadpoolctl limits only the libraries already loaded, and the
+    OpenMP runtime is loaded by that import. Without it a fresh process (``relance score``, the bench's
+    ``--score-only``) predicted with every core, and OpenMP's spin-waiting on the busy 2-core machine
+    made the predictions up to 6x slower (notes/7-learning.md, 2026-12-01 evening).
+    """
     from contextlib import nullcontext
 
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime, see above)
     from threadpoolctl import threadpool_limits
 
     n = (settings or get_settings()).learning_threads
