@@ -1,6 +1,7 @@
 """Prefect's own overhead on a campaign run: the same batches through the flow vs called directly.
 
     .venv/bin/python bench/prefect_overhead.py --customers 100000
+    .venv/bin/python bench/prefect_overhead.py --channel email --provider sendgrid --latency 0.1
 
 Seeds a base (bench/run_outbox.py's SQL seeding) and runs the same campaign,
 each time on a fresh copy of the base, alternately with ``tracking.dispatch``
@@ -10,6 +11,12 @@ a time (``--concurrency``), ``--repeat`` pairs; the medians' difference is what
 Prefect adds: task runs, state reports, artifacts. One pair is too noisy on a
 2-core machine (3 % to 36 % in successive single runs here). The API server's
 start-up is timed apart (once per machine or session, not per run).
+
+Prefect's cost is per batch task, so its share depends on what a batch costs:
+``--provider`` picks the channel's provider: ``outbox`` (files; the default),
+``null`` (rendered and recorded, not written: the cheapest batch there is), or
+``sendgrid`` (e-mail only: the fake SendGrid API of tests/fakes in its own
+process, ``--latency`` seconds per request, as bench/sendgrid_throughput.py).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +46,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="batch tasks at once in the flow")
     parser.add_argument("--channel", default="email", choices=["email", "sms", "push"])
     parser.add_argument("--repeat", type=int, default=5, help="direct/flow pairs, alternated; medians shown")
+    parser.add_argument("--provider", default="outbox", choices=["outbox", "null", "sendgrid"])
+    parser.add_argument("--latency", type=float, default=0.1, help="sendgrid: seconds per request")
     args = parser.parse_args()
+    if args.provider == "sendgrid" and args.channel != "email":
+        parser.error("--provider sendgrid sends e-mail: add --channel email")
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -50,6 +63,34 @@ def main() -> None:
         PREFECT_HOME=str(OUT / "prefect"),
         PREFECT_LOGGING_LEVEL="WARNING",
     )
+    os.environ[f"RELANCE_{args.channel.upper()}_PROVIDER"] = args.provider
+    server = _start_sendgrid(args.latency) if args.provider == "sendgrid" else None
+    try:
+        _bench(args, url)
+    finally:
+        if server is not None:
+            server.terminate()
+
+
+def _start_sendgrid(latency: float) -> subprocess.Popen:
+    """The fake SendGrid API in its own process (no shared interpreter lock), its URL in the settings."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes", "sendgrid", "--latency", str(latency)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    from tests.fakes.sendgrid_fake import API_KEY
+
+    os.environ.update(
+        RELANCE_SENDGRID_API_KEY=API_KEY,
+        RELANCE_SENDGRID_HOST=server.stdout.readline().strip(),
+        RELANCE_SENDGRID_RATE_PER_SECOND="0",  # latency and concurrency only, as sendgrid_throughput.py
+    )
+    return server
+
+
+def _bench(args: argparse.Namespace, url: str) -> None:
     import bench.run_outbox as ro
     from bench.run_outbox import seed, write_campaign
 
@@ -86,7 +127,10 @@ def main() -> None:
         run = dispatch.prepare_run(
             engine, campaign, "bench:1", ledger.run_datetime(now), batch_size=args.batch_size
         )
-        dispatch.work(engine, dispatch.make_context(run), claim_timeout=3600)
+        ctx = dispatch.make_context(run)
+        with ThreadPoolExecutor(args.concurrency) as pool:  # as many batches at once as the flow's tasks
+            for worker in [pool.submit(dispatch.work, engine, ctx, 3600) for _ in range(args.concurrency)]:
+                worker.result()
         seconds = time.perf_counter() - t
         assert dispatch.summarize(engine, run.run_id)["totals"].get("sent", 0) == args.customers
         return seconds
@@ -120,7 +164,10 @@ def main() -> None:
     direct = statistics.median(d for d, _ in pairs)
     through = statistics.median(f for _, f in pairs)
     n = args.customers
-    print(f"median over {args.repeat} pairs, {n:,} recipients, batches of {args.batch_size:,}:")
+    print(
+        f"median over {args.repeat} pairs, {n:,} recipients ({args.channel} via {args.provider}), "
+        f"batches of {args.batch_size:,}:"
+    )
     print(f"direct (no Prefect)  {direct:8.2f} s  {n / direct:,.0f} msg/s")
     print(f"through the flow     {through:8.2f} s  {n / through:,.0f} msg/s")
     share = (through - direct) / direct * 100
