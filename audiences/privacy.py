@@ -39,6 +39,7 @@ from relance.models import (
     LedgerEntry,
     Order,
     Recommendation,
+    ScoreVersion,
     Suppression,
     utcnow,
 )
@@ -65,6 +66,18 @@ def _rows(conn: Connection, table, where) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(select(table).where(where).order_by(*table.primary_key)).mappings()]
 
 
+def _scores(conn: Connection, cid: int) -> list[dict[str, Any]]:
+    """The customer's model scores, named by model and version (the table keys them by version id)."""
+    s, v = CustomerScore.__table__, ScoreVersion.__table__
+    q = (
+        select(v.c.model, v.c.version, v.c.scored_at, *[c for c in s.c if c.name not in ("version_id",)])
+        .join_from(s, v, v.c.id == s.c.version_id)
+        .where(s.c.customer_id == cid)
+        .order_by(v.c.model, v.c.scored_at)
+    )
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
 def export(ref: str, engine: Engine | None = None) -> dict[str, Any]:
     """Everything stored about one customer, table by table."""
     with (engine or get_engine()).connect() as conn:
@@ -89,7 +102,7 @@ def export(ref: str, engine: Engine | None = None) -> dict[str, Any]:
             "devices": of(Device),
             "orders": of(Order),
             "features": of(CustomerFeatures),
-            "scores": of(CustomerScore),
+            "scores": _scores(conn, cid),
             "recommendations": of(Recommendation),
             "suppressions": suppressions,
             "messages": of(LedgerEntry),

@@ -36,7 +36,15 @@ from sqlalchemy import (
     true,
 )
 
-from relance.models import Customer, CustomerFeatures, CustomerInterest, CustomerScore, LedgerEntry, Order
+from relance.models import (
+    Customer,
+    CustomerFeatures,
+    CustomerInterest,
+    CustomerScore,
+    LedgerEntry,
+    Order,
+    ScoreVersion,
+)
 from relance.spec import (
     AllRule,
     AnyRule,
@@ -59,6 +67,7 @@ INTERESTS = CustomerInterest.__table__
 ORDERS = Order.__table__
 LEDGER = LedgerEntry.__table__
 SCORES = CustomerScore.__table__
+VERSIONS = ScoreVersion.__table__
 FEATURES_TABLE = CustomerFeatures.__table__
 
 
@@ -399,9 +408,9 @@ def model_version(model: str, ctx: RuleContext) -> str:
     """The pinned version of ``model`` (campaign ``model_versions:``) or its newest scored one."""
     with _bind_connect(ctx) as conn:
         pinned = ctx.model_versions.get(model)
-        q = select(SCORES.c.version).where(SCORES.c.model == model)
+        q = select(VERSIONS.c.version).where(VERSIONS.c.model == model)
         if pinned is not None:
-            found = conn.execute(q.where(SCORES.c.version == pinned).limit(1)).scalar()
+            found = conn.execute(q.where(VERSIONS.c.version == pinned)).scalar()
             if found is None:
                 raise RuleError(
                     f"no scores for model {model} version {pinned} (pinned in model_versions): "
@@ -411,7 +420,7 @@ def model_version(model: str, ctx: RuleContext) -> str:
             found = _registry_version(model, conn, q)  # helper G: newest version passing its floors
             if found is None:
                 found = conn.execute(
-                    q.group_by(SCORES.c.version).order_by(func.max(SCORES.c.scored_at).desc()).limit(1)
+                    q.order_by(VERSIONS.c.scored_at.desc(), VERSIONS.c.version.desc()).limit(1)
                 ).scalar()
             if found is None:
                 raise RuleError(f"no scores for model {model}: run `relance train {model}` first")
@@ -431,7 +440,7 @@ def _registry_version(model: str, conn: Connection, q: Any) -> str | None:
     if not known:
         return None
     for info in known:
-        if info.passed and conn.execute(q.where(SCORES.c.version == info.version).limit(1)).scalar():
+        if info.passed and conn.execute(q.where(VERSIONS.c.version == info.version)).scalar():
             return info.version
     passing = [i.version for i in known if i.passed]
     if not passing:
@@ -444,10 +453,14 @@ def _registry_version(model: str, conn: Connection, q: Any) -> str | None:
     )
 
 
+def scores_of(model: str, version: str) -> ColumnElement:
+    """``customer_score`` rows of one (model, version): its id, read once by the database."""
+    vid = select(VERSIONS.c.id).where(VERSIONS.c.model == model, VERSIONS.c.version == version)
+    return SCORES.c.version_id == vid.scalar_subquery()
+
+
 def _scored(model: str, version: str, *conds: ColumnElement) -> ColumnElement:
-    return CUSTOMER.c.id.in_(
-        select(SCORES.c.customer_id).where(SCORES.c.model == model, SCORES.c.version == version, *conds)
-    )
+    return CUSTOMER.c.id.in_(select(SCORES.c.customer_id).where(scores_of(model, version), *conds))
 
 
 def compile_score(rule: ScoreRule, ctx: RuleContext) -> ColumnElement:
@@ -465,7 +478,7 @@ def compile_top(rule: TopRule, ctx: RuleContext) -> ColumnElement:
     """The best ``percent`` % of scored customers; the cut score is read once (ties are all kept)."""
     t = rule.top
     version = model_version(t.model, ctx)
-    scope = and_(SCORES.c.model == t.model, SCORES.c.version == version)
+    scope = scores_of(t.model, version)
     with _bind_connect(ctx) as conn:
         n = conn.execute(select(func.count()).where(scope)).scalar_one()
         k = max(1, math.ceil(n * t.percent / 100))

@@ -80,12 +80,12 @@ def main() -> None:
         total_train += train_s
         versions[name] = trained.info.version
     if args.score_only:  # time the scoring of a new version: the rows of these versions go first
-        from sqlalchemy import delete
+        from sqlalchemy import delete, select
 
         t0 = time.perf_counter()
         with engine.begin() as conn:
-            table = scoring.SCORES
-            conn.execute(delete(table).where(table.c.version.in_(list(versions.values()))))
+            ids = select(scoring.VERSIONS.c.id).where(scoring.VERSIONS.c.version.in_(list(versions.values())))
+            conn.execute(delete(scoring.SCORES).where(scoring.SCORES.c.version_id.in_(ids)))
         print(f"deleted the previous scores of {versions} in {time.perf_counter() - t0:.1f} s (not timed)")
     # One scoring run for all models: the features as of now are computed once and shared
     # (each model's figure includes its share of that).
@@ -115,6 +115,10 @@ def diff_scores(db: Path, kept: Path, versions: dict[str, str]) -> None:
     cols = ", ".join(("model", "version", "customer_id", *values))
     pairs = " OR ".join("(n.model = ? AND n.version = ?)" for _ in versions)
     args = [x for pair in versions.items() for x in pair]
+    named = (  # customer_score keys its rows by version id (migration 0009): named here as they were
+        "(SELECT v.model, v.version, s.customer_id, s.score, v.scored_at, s.score_email, s.score_sms,"
+        " s.score_push FROM customer_score s JOIN score_version v ON v.id = s.version_id)"
+    )
     con = sqlite3.connect(db)
     try:
         first = not kept.exists()
@@ -126,7 +130,7 @@ def diff_scores(db: Path, kept: Path, versions: dict[str, str]) -> None:
                 " PRIMARY KEY (model, version, customer_id)) WITHOUT ROWID"
             )
             con.execute(
-                f"INSERT INTO kept.score SELECT {cols} FROM customer_score n WHERE {pairs}"
+                f"INSERT INTO kept.score SELECT {cols} FROM {named} n WHERE {pairs}"
                 " ORDER BY model, version, customer_id",
                 args,
             )
@@ -139,12 +143,12 @@ def diff_scores(db: Path, kept: Path, versions: dict[str, str]) -> None:
             f"max(abs(n.{c} - k.{c}))" for c in ("score", "score_email", "score_sms", "score_push")
         )
         matched, differing, *largest = con.execute(
-            f"SELECT count(*), coalesce(sum({differ}), 0), {worst} FROM customer_score n JOIN kept.score k"
+            f"SELECT count(*), coalesce(sum({differ}), 0), {worst} FROM {named} n JOIN kept.score k"
             " ON k.model = n.model AND k.version = n.version AND k.customer_id = n.customer_id"
             f" WHERE {pairs}",
             args,
         ).fetchone()
-        now = con.execute(f"SELECT count(*) FROM customer_score n WHERE {pairs}", args).fetchone()[0]
+        now = con.execute(f"SELECT count(*) FROM {named} n WHERE {pairs}", args).fetchone()[0]
         before = con.execute("SELECT count(*) FROM kept.score").fetchone()[0]
         print(
             f"scores vs {kept}: {matched:,} rows matched, {differing:,} of them differ"

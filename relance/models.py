@@ -228,17 +228,34 @@ class Suppression(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ScoreVersion(SQLModel, table=True):
+    """One row per scored (model, version): the small integer that keys its scores (migration 0009).
+
+    Why: each score row and index entry carried the model and version names; keyed by an integer,
+    a million-row version is written in ~60 % of the time (SQLite, notes/7-learning.md).
+    """
+
+    __tablename__ = "score_version"
+    __table_args__ = (UniqueConstraint("model", "version", name="uq_score_version_model_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(max_length=32)
+    version: str = Field(max_length=64)
+    scored_at: datetime = Field(default_factory=utcnow)
+
+
 class CustomerScore(SQLModel, table=True):
     """Model scores written in batches so that selection stays one SQL query."""
 
     __tablename__ = "customer_score"
-    __table_args__ = (Index("ix_customer_score_model_version_score", "model", "version", "score"),)
+    __table_args__ = (
+        Index("ix_customer_score_version_score", "version_id", "score"),
+        {"sqlite_with_rowid": False},
+    )
 
-    model: str = Field(primary_key=True, max_length=32)
-    version: str = Field(primary_key=True, max_length=64)
+    version_id: int = Field(foreign_key="score_version.id", primary_key=True, ondelete="CASCADE")
     customer_id: int = Field(foreign_key="customer.id", primary_key=True, ondelete="CASCADE")
     score: float
-    scored_at: datetime = Field(default_factory=utcnow)
     # response model only (migration 0007): P(response | channel), read by the `best` channel strategy
     score_email: float | None = None
     score_sms: float | None = None

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
-from audiences.learning import dataset, registry
+from audiences.learning import dataset, registry, scoring
 from audiences.learning.models import NotEnoughData, train
-from relance.models import CampaignRun, Customer, CustomerScore, Event, LedgerEntry, Order
+from relance.models import CampaignRun, Customer, Event, LedgerEntry, Order
 
 T = datetime(2026, 2, 10, 12, 0, tzinfo=UTC)
 
@@ -197,13 +197,8 @@ def test_selection_reads_the_scores_of_the_resolved_or_pinned_version(db_url, en
         a, b = _customer(conn, "a"), _customer(conn, "b")
         rows = [("20260101T000000Z", a, 0.9), ("20260101T000000Z", b, 0.1),
                 ("20260301T000000Z", a, 0.1), ("20260301T000000Z", b, 0.9)]  # fmt: skip
-        conn.execute(
-            insert(CustomerScore.__table__),
-            [
-                {"model": "churn", "version": v, "customer_id": c, "score": s, "scored_at": T}
-                for v, c, s in rows
-            ],
-        )
+        for version in ("20260101T000000Z", "20260301T000000Z"):
+            scoring.insert_scores(conn, "churn", version, [(c, s) for v, c, s in rows if v == version], T)
     _fake_version("churn", "20260101T000000Z", True, 0.7)
     _fake_version("churn", "20260301T000000Z", False, 0.5)
 
@@ -235,20 +230,20 @@ def test_selection_reads_the_scores_of_the_resolved_or_pinned_version(db_url, en
 
 
 def test_prune_keeps_the_three_most_recently_scored_versions_of_each_score(sqlite_engine) -> None:
-    from audiences.learning.scoring import prune, write
+    from audiences.learning.scoring import insert_scores, named_scores, prune
 
     with sqlite_engine.begin() as conn:
         cid = conn.execute(insert(Customer).values(external_id="P1")).inserted_primary_key[0]
-        rows = [
-            (name, f"v{i}", cid, 0.5, (T + timedelta(days=i)).isoformat(sep=" "))
-            for name in ("churn", "response.sms")
-            for i in (3, 1, 4, 2, 5)  # scored in this order of days, names not sorted
-        ]
-        write(conn, rows)
+        for name in ("churn", "response"):
+            for i in (3, 1, 4, 2, 5):  # scored in this order of days, names not sorted
+                insert_scores(conn, name, f"v{i}", [(cid, 0.5)], T + timedelta(days=i))
         prune(conn, ["churn"])
-        kept = conn.execute(select(CustomerScore.model, CustomerScore.version)).all()
+        scores = named_scores()
+        kept = conn.execute(select(scores.c.model, scores.c.version)).all()
+        versions = conn.execute(select(scoring.VERSIONS.c.model, scoring.VERSIONS.c.version)).all()
     assert sorted(v for m, v in kept if m == "churn") == ["v3", "v4", "v5"]
-    assert sorted(v for m, v in kept if m == "response.sms") == ["v1", "v2", "v3", "v4", "v5"]  # not asked
+    assert sorted(v for m, v in kept if m == "response") == ["v1", "v2", "v3", "v4", "v5"]  # not asked
+    assert sorted(versions) == sorted(kept)  # the pruned versions' rows are gone too
 
 
 def test_migration_0007_moves_per_channel_scores_into_the_response_row_and_back(db_url) -> None:
@@ -279,7 +274,7 @@ def test_migration_0007_moves_per_channel_scores_into_the_response_row_and_back(
             [{"m": m, "c": c, "s": s, "now": T} for m, c, s in old],
         )
     migrate(db_url)
-    s = CustomerScore.__table__
+    s = scoring.named_scores()
     with engine.connect() as conn:
         got = conn.execute(
             select(

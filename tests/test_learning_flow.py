@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from relance.models import CustomerScore, Recommendation
+from audiences.learning import scoring
+from relance.models import Recommendation
 
 
 @pytest.mark.prefect
@@ -24,7 +25,7 @@ def test_train_models_flow_trains_scores_and_recommends(prefect_harness, sqlite_
     assert recs["model"] == "recommendations" and recs["scored"] > 0
     with sqlite_engine.connect() as conn:
         scored = conn.execute(
-            select(func.count()).where(CustomerScore.__table__.c.version == churn["version"])
+            select(func.count()).where(scoring.named_scores().c.version == churn["version"])
         ).scalar_one()
         assert scored == churn["scored"] == 1500
         assert conn.execute(select(func.count()).select_from(Recommendation.__table__)).scalar_one() > 0

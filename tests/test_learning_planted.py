@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from audiences.learning import dataset, models, registry, scoring, synthetic
-from relance.models import Consent, CustomerScore
+from relance.models import Consent
 
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday: e-mail and SMS are open in Paris
 N = 4000
@@ -114,7 +114,7 @@ def test_training_is_deterministic_for_a_seed(planted: Planted) -> None:
 
 def test_scores_are_written_per_version_in_batches_identically(planted: Planted) -> None:
     info = planted.trained["churn"].info
-    scores = CustomerScore.__table__
+    scores = scoring.named_scores()
     q = select(scores.c.customer_id, scores.c.score).where(scores.c.model == "churn").order_by("customer_id")
     with planted.engine.connect() as conn:
         before = conn.execute(q).all()
@@ -151,7 +151,7 @@ def _selected(engine: Engine, camp) -> list[tuple]:
 
 def test_best_channel_is_the_argmax_among_consented_channels(planted: Planted) -> None:
     camp = _campaign(channels={"strategy": "best", "model": "channel", "order": ["email", "sms"]})
-    scores = CustomerScore.__table__
+    scores = scoring.named_scores()
     version = planted.trained["response"].info.version
     with planted.engine.connect() as conn:
         per = {
@@ -196,7 +196,7 @@ def test_response_score_is_the_best_consented_channel(planted: Planted) -> None:
     """`top: {model: response}` ranks by the `response` row: the best channel the customer may get."""
     from audiences.learning.scoring import score_many
 
-    scores, consent = CustomerScore.__table__, Consent.__table__
+    scores, consent = scoring.named_scores(), Consent.__table__
     version = planted.trained["response"].info.version
     with planted.engine.begin() as conn:  # some customers without SMS, a few with no consent at all
         before = conn.execute(select(consent.c.customer_id, consent.c.channel, consent.c.status)).all()
@@ -240,7 +240,7 @@ def test_response_score_is_the_best_consented_channel(planted: Planted) -> None:
 def test_score_top_and_uplift_rules_give_plan_and_run_the_same_audience(planted: Planted) -> None:
     from audiences.plan import funnel
 
-    scores = CustomerScore.__table__
+    scores = scoring.named_scores()
     cases = {
         "top": {"top": {"model": "response", "percent": 30}},
         "churn": {"score": {"model": "churn", "min": 0.6}},
@@ -293,11 +293,10 @@ def test_score_command_scores_every_model_in_one_pass(planted: Planted) -> None:
     from typer.testing import CliRunner
 
     from relance.cli import app
-    from relance.models import CustomerScore
 
     result = CliRunner().invoke(app, ["score", "--now", T0.isoformat()], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    scores = CustomerScore.__table__
+    scores = scoring.named_scores()
     with planted.engine.connect() as conn:
         for name, tr in planted.trained.items():
             assert f"{name} {tr.info.version}: {N:,} customers" in result.output
@@ -323,7 +322,7 @@ def test_written_scores_are_the_models_predictions_and_foreign_keys_stay_on(plan
     """Each distinct feature vector is predicted once and spread: the scores are exactly the model's."""
     from sqlalchemy import text
 
-    scores = CustomerScore.__table__
+    scores = scoring.named_scores()
     features = _current(planted.engine)
     distinct, codes = scoring.distinct_rows(features)
     assert len(distinct) < len(features)  # customers who never ordered share vectors
@@ -340,9 +339,9 @@ def test_written_scores_are_the_models_predictions_and_foreign_keys_stay_on(plan
             # the pooled connection that wrote with the foreign key check off has it on again
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             conn.rollback()
-            orphan = text(
-                "INSERT INTO customer_score (model, version, customer_id, score, scored_at)"
-                " VALUES ('x', 'x', -5, 0.5, '2026-01-01 00:00:00')"
+            orphan = text(  # a version that exists, a customer that does not
+                "INSERT INTO customer_score (version_id, customer_id, score)"
+                " SELECT min(id), -5, 0.5 FROM score_version"
             )
             with pytest.raises(Exception, match="FOREIGN KEY"), conn.begin():
                 conn.execute(orphan)

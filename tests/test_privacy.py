@@ -20,9 +20,24 @@ def _load(engine):
     import_devices(DATA / "devices.csv", engine)
 
 
+def _score(engine, external_id: str) -> None:
+    """A churn score of the customer (the table keys it by a version id; the export names it)."""
+    from datetime import UTC, datetime
+
+    from audiences.learning.scoring import insert_scores
+
+    with engine.begin() as conn:
+        cid = conn.scalar(select(Customer.id).where(Customer.external_id == external_id))
+        insert_scores(conn, "churn", "20260101T000000Z", [(cid, 0.25)], datetime(2026, 1, 1, tzinfo=UTC))
+
+
 def test_export_holds_everything_about_the_customer(engine):
     _load(engine)
+    _score(engine, "C002")
     data = json.loads(to_json(export("C002", engine)))
+    assert [(s["model"], s["version"], s["score"]) for s in data["scores"]] == [
+        ("churn", "20260101T000000Z", 0.25)
+    ]
     assert data["customer"]["email"] == "emile.zola@example.fr"
     assert data["interests"] == ["vin"]
     assert {c["channel"] for c in data["consents"]} == {"email", "sms", "push"}
@@ -36,8 +51,9 @@ def test_export_holds_everything_about_the_customer(engine):
 
 def test_forget_erases_personal_data_and_keeps_anonymous_aggregates(engine):
     _load(engine)
+    _score(engine, "C002")
     done = forget("C002", engine)
-    assert done["device"] == 2 and done["customer_interest"] == 1
+    assert done["device"] == 2 and done["customer_interest"] == 1 and done["customer_score"] == 1
     data = export("C002", engine)
     customer = data["customer"]
     for field in ("first_name", "last_name", "email", "phone", "city", "postcode", "birth_year", "gender"):

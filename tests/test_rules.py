@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import insert
 
+from audiences.learning.scoring import insert_scores
 from audiences.rules import CUSTOMER_FIELDS, FEATURES, RuleError
-from relance.models import CustomerScore
 from tests.test_selection_support import T0, add_customer, add_run, add_sent, campaign, members
 
 NO_CAPS_ALL = {"channels": {"strategy": "first_available", "order": ["email"]}}
@@ -121,16 +120,10 @@ def test_segments_and_scores(base):
             ("v2", "bob", 0.95),
             ("v2", "cy", 0.1),
         ]
-        for version, ext, score in rows:
+        for version in ("v1", "v2"):
             at = T0 - timedelta(days=3 if version == "v1" else 1)
-            values = {
-                "model": "churn",
-                "version": version,
-                "customer_id": ids[ext],
-                "score": score,
-                "scored_at": at,
-            }
-            c.execute(insert(CustomerScore.__table__).values(**values))
+            pairs = [(ids[ext], score) for v, ext, score in rows if v == version]
+            insert_scores(c, "churn", version, pairs, at)
     with base.connect() as c:
         assert members(c, aud({"score": {"model": "churn", "min": 0.5}})) == {"bob"}  # newest: v2
         pinned = aud({"score": {"model": "churn", "min": 0.5}}, model_versions={"churn": "v1"})

@@ -18,7 +18,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, Subquery, and_, case, func, literal, or_, select
 
 from audiences.learning.registry import canonical, channel_column
-from audiences.rules import SCORES, RuleContext, model_version
+from audiences.rules import SCORES, RuleContext, model_version, scores_of
 from audiences.selection import CHANNEL_CHOOSERS
 from relance.spec import Campaign
 
@@ -30,8 +30,7 @@ def channel_score(model: str, version: str, channel: str, customer_id: ColumnEle
     sub = (
         select(SCORES.c[channel_column(channel)])
         .where(
-            SCORES.c.model == model,
-            SCORES.c.version == version,
+            scores_of(model, version),
             SCORES.c.customer_id == customer_id,
         )
         .scalar_subquery()
