@@ -102,8 +102,13 @@ def test_uplift_model_finds_the_persuadables_that_a_response_model_misses(plante
 
 
 def test_training_is_deterministic_for_a_seed(planted: Planted) -> None:
+    """Also when response and uplift are trained from message rows read once for both (shared_rows)."""
     df = _current(planted.engine).head(500)
-    again = models.train("response", planted.engine, now=T0, seed=3, save=False)
+    shared = models.shared_rows(["churn", "response", "uplift"], planted.engine, T0)
+    assert set(shared) == {"rows"} and models.shared_rows(["churn", "uplift"], planted.engine, T0) == {}
+    again = models.train("response", planted.engine, now=T0, seed=3, save=False, **shared)
+    uplift = models.train("uplift", planted.engine, now=T0, seed=3, save=False, **shared)
+    assert uplift.info.meta["metrics"] == planted.trained["uplift"].info.meta["metrics"]
     first = registry.load(planted.trained["response"].info)
     for ch in ("email", "sms"):
         assert np.array_equal(

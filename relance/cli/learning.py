@@ -63,7 +63,7 @@ def train_cmd(
     ),
 ) -> None:
     """Train models on past orders and campaigns, evaluate on a time-based holdout, store a new version."""
-    from audiences.learning.models import NotEnoughData, train
+    from audiences.learning.models import NotEnoughData, shared_rows, train
     from audiences.learning.scoring import score
 
     engine = ensure_db()
@@ -71,8 +71,11 @@ def train_cmd(
     if outcome not in ("converted", "responded"):
         fail(f"--outcome {outcome!r}: write converted or responded")
     failed = False
-    for name in _names(model):
-        options = {"outcome": outcome} if name == "uplift" else {}
+    names = _names(model)
+    with console().status("reading the past messages ..."):
+        shared = shared_rows(names, engine, at)  # response and uplift learn from the same rows
+    for name in names:
+        options = {**shared, **({"outcome": outcome} if name == "uplift" else {})}
         try:
             with console().status(f"training {name} ..."):
                 trained = train(name, engine, now=at, seed=seed, **options)
