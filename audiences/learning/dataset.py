@@ -170,13 +170,8 @@ def as_of(history: OrderHistory, customer_ids, ref_j) -> pd.DataFrame:
     )
 
 
-def features_at(
-    conn: Connection,
-    base: Subquery,
-    extra: tuple[str, ...] = (),
-    history: OrderHistory | None = None,
-) -> pd.DataFrame:
-    """Features of each row of ``base`` (columns key, customer_id, ref_at, *extra) as of its ref_at."""
+def _base_rows(conn: Connection, base, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """key, customer_id, *extra, and the reference and signup times as Julian days, by key."""
     dialect = conn.dialect.name
     q = (
         select(
@@ -189,7 +184,17 @@ def features_at(
         .select_from(base.join(CUSTOMER, CUSTOMER.c.id == base.c.customer_id))
         .order_by(base.c.key)
     )
-    rows = frame(conn, q)
+    return frame(conn, q)
+
+
+def features_at(
+    conn: Connection,
+    base: Subquery,
+    extra: tuple[str, ...] = (),
+    history: OrderHistory | None = None,
+) -> pd.DataFrame:
+    """Features of each row of ``base`` (columns key, customer_id, ref_at, *extra) as of its ref_at."""
+    rows = _base_rows(conn, base, extra)
     history = history or order_history(conn)
     aggregates = as_of(history, rows["customer_id"], rows["ref_j"])
     return derive(pd_concat(rows, aggregates))
@@ -420,18 +425,7 @@ def current_rows(
     import numpy as np
     import pandas as pd
 
-    dialect = conn.dialect.name
-    rows = frame(
-        conn,
-        select(
-            base.c.key,
-            base.c.customer_id,
-            cast(julian(base.c.ref_at, dialect), Float).label("ref_j"),
-            cast(julian(CUSTOMER.c.signup_date, dialect), Float).label("signup_j"),
-        )
-        .select_from(base.join(CUSTOMER, CUSTOMER.c.id == base.c.customer_id))
-        .order_by(base.c.key),
-    )
+    rows = _base_rows(conn, base)
     if rows.empty:
         return features_at(conn, base)  # the columns and dtypes of the general path
     ref_j = float(rows["ref_j"].iloc[0])  # the same literal for every row
