@@ -97,6 +97,9 @@ def _member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     return sorted_ids[at] == ids
 
 
+ID_COLUMNS = ("key", "customer_id")  # not model inputs
+
+
 def distinct_rows(features) -> tuple[object, np.ndarray]:
     """(one row per distinct feature vector, the index of each customer's vector in it).
 
@@ -114,8 +117,6 @@ def distinct_rows(features) -> tuple[object, np.ndarray]:
     first = order[np.r_[True, ranked[1:] != ranked[:-1]]]  # group g's first row (groups are 0..G-1)
     return features.iloc[first].reset_index(drop=True), codes
 
-
-ID_COLUMNS = ("key", "customer_id")
 
 
 def _predict_distinct(
@@ -158,7 +159,7 @@ def prune(conn: Connection, names: list[str], keep: int = KEEP_VERSIONS) -> None
             conn.execute(delete(VERSIONS).where(VERSIONS.c.id.in_(old)))
 
 
-def version_id(conn: Connection, model: str, version: str, now: datetime) -> int:
+def fresh_version(conn: Connection, model: str, version: str, now: datetime) -> int:
     """The id of (model, version) in ``score_version``, its previous scores deleted (a rescore
     replaces them) and ``scored_at`` set to ``now``; created when new."""
     found = conn.execute(
@@ -192,7 +193,7 @@ def insert_scores(
 ) -> int:
     """Write (customer_id, score) pairs as one version (its previous scores replaced): scores made
     elsewhere, and tests. Returns the version id."""
-    vid = version_id(conn, model, version, scored_at)
+    vid = fresh_version(conn, model, version, scored_at)
     rows = [{"version_id": vid, "customer_id": c, "score": v} for c, v in scores]
     if rows:
         conn.execute(insert(SCORES), rows)
@@ -244,7 +245,7 @@ def _large_page_cache(conn: Connection, kib: int = 256 * 1024) -> Iterator[None]
 def _foreign_keys_off(conn: Connection) -> Iterator[None]:
     """SQLite: no per-row foreign key check while the scores are written, restored after the commit.
 
-    Why it is safe here: :func:`score_many` takes the write lock (its first DELETE) BEFORE it reads the
+    Why it is safe here: :func:`score_many` takes the write lock (its first write) BEFORE it reads the
     customers, so every customer id it writes is in the customer table of that same transaction and no
     other connection can delete one before the commit (SQLite has one writer; a delete committed
     before would be seen by the read). ON DELETE CASCADE of later deletes is untouched (it is the
@@ -297,7 +298,7 @@ def score_many(
             deleting, version_ids = [], []
             for info in infos:
                 t1 = time.perf_counter()
-                version_ids.append(version_id(conn, info.name, info.version, now))
+                version_ids.append(fresh_version(conn, info.name, info.version, now))
                 deleting.append(time.perf_counter() - t1)
             t0 = time.perf_counter()
             features = dataset.current_rows(conn, now)
