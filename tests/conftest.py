@@ -108,8 +108,14 @@ def sqlite_engine(settings):
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """The real Prefect engine with a temporary API server, started once per session."""
+    """The real Prefect engine with a temporary API server, started once per session.
+
+    The server's telemetry is off: tests must not call out (this machine has no
+    internet; the failed attempt logged an error and held the server's database).
+    """
     from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
