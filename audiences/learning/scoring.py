@@ -118,7 +118,6 @@ def distinct_rows(features) -> tuple[object, np.ndarray]:
     return features.iloc[first].reset_index(drop=True), codes
 
 
-
 def _predict_distinct(
     info: registry.ModelInfo, model, distinct, batch_size: int
 ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -148,11 +147,15 @@ def prune(conn: Connection, names: list[str], keep: int = KEEP_VERSIONS) -> None
     """Delete the scores of all but the ``keep`` most recently scored versions of each name
     (ties: the newer version name; registry versions sort by time)."""
     for name in names:
-        versions = conn.execute(
-            select(VERSIONS.c.id)
-            .where(VERSIONS.c.model == name)
-            .order_by(VERSIONS.c.scored_at.desc(), VERSIONS.c.version.desc())
-        ).scalars().all()
+        versions = (
+            conn.execute(
+                select(VERSIONS.c.id)
+                .where(VERSIONS.c.model == name)
+                .order_by(VERSIONS.c.scored_at.desc(), VERSIONS.c.version.desc())
+            )
+            .scalars()
+            .all()
+        )
         old = versions[keep:]
         if old:
             conn.execute(delete(SCORES).where(SCORES.c.version_id.in_(old)))
