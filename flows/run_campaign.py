@@ -36,6 +36,17 @@ def _context(run: dispatch.PreparedRun) -> dispatch.SendContext:
     return _contexts[key]
 
 
+def _release(run: dispatch.PreparedRun) -> None:
+    """Drop the run's SendContext when this process is done with its batches.
+
+    Why: a long-lived process (``relance serve``) runs campaign after campaign,
+    and each context holds compiled templates and per-offer caches; and a
+    later run with the same id and key in another database (a copy, a test)
+    must not inherit this one's providers and settings.
+    """
+    _contexts.pop((run.run_id, run.key), None)
+
+
 def _not_paused(task, task_run, state) -> bool:
     """Retry a failed batch unless the run paused (an open breaker is not fixed by retrying now)."""
     try:
@@ -177,6 +188,7 @@ def run_campaign(
             paused = str(exc)
         except Exception as exc:  # noqa: BLE001 - summarize first, then fail the flow run
             failures.append(exc)
+    _release(run)
     summary = summarize_run(run)
     if paused:
         get_run_logger().warning("run %s paused: %s", run.key, paused)
@@ -213,17 +225,20 @@ def send_run(run_key: str, campaign_path: str | None = None) -> dict[str, Any]:
     run = dispatch.join_run(engine, run_key, campaign_path)
     me = _context(run).worker
     sent = 0
-    while True:
-        with engine.begin() as conn:
-            dispatch.reclaim_stale(conn, run.run_id, get_settings().claim_timeout_seconds)
-            batch = dispatch.claim_batch(conn, run.run_id, me)
-        if batch is None:
-            break
-        try:
-            send_claimed_batch(run, batch)
-        except dispatch.RunPaused as exc:
-            get_run_logger().warning("run %s paused: %s", run_key, exc)
-            break
-        sent += 1
+    try:
+        while True:
+            with engine.begin() as conn:
+                dispatch.reclaim_stale(conn, run.run_id, get_settings().claim_timeout_seconds)
+                batch = dispatch.claim_batch(conn, run.run_id, me)
+            if batch is None:
+                break
+            try:
+                send_claimed_batch(run, batch)
+            except dispatch.RunPaused as exc:
+                get_run_logger().warning("run %s paused: %s", run_key, exc)
+                break
+            sent += 1
+    finally:
+        _release(run)
     get_run_logger().info("worker %s sent %s batch(es) of run %s", me, sent, run_key)
     return summarize_run(run)

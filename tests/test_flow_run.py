@@ -19,6 +19,7 @@ def test_flow_sends_in_batch_tasks_and_resumes_by_key(prefect_harness, sqlite_en
     from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, FlowRunFilterId, TaskRunFilter
     from prefect.client.schemas.sorting import ArtifactSort, TaskRunSort
 
+    import flows.run_campaign as run_campaign_module
     from flows.run_campaign import run_campaign
 
     use_tmp_dirs(monkeypatch, tmp_path, batch_size="8")
@@ -28,6 +29,7 @@ def test_flow_sends_in_batch_tasks_and_resumes_by_key(prefect_harness, sqlite_en
 
     state = run_campaign(str(path), run_key="flow:1", now="2026-11-24T10:00:00+01:00", return_state=True)
     summary = state.result()
+    assert not run_campaign_module._contexts  # the run's renderer and caches are not kept by the process
     assert summary["status"] == "completed"
     totals = summary["totals"]
     assert totals.get("failed") == 1 and totals["held_out"] >= 1
@@ -68,6 +70,7 @@ def test_flow_sends_in_batch_tasks_and_resumes_by_key(prefect_harness, sqlite_en
 @pytest.mark.prefect
 @pytest.mark.xdist_group("prefect")
 def test_send_run_flow_joins_a_recorded_run(prefect_harness, sqlite_engine, tmp_path, monkeypatch):
+    import flows.run_campaign as run_campaign_module
     from flows.run_campaign import send_run
     from tracking import dispatch, ledger
 
@@ -79,4 +82,5 @@ def test_send_run_flow_joins_a_recorded_run(prefect_harness, sqlite_engine, tmp_
 
     summary = send_run("join:1")  # finds the campaign file by name in RELANCE_CAMPAIGNS_DIR
     assert summary["status"] == "completed" and summary["totals"] == {"sent": 30}
+    assert not run_campaign_module._contexts
     assert sorted(cid for _, cid in outbox_ledger_ids(tmp_path / "outbox")) == sorted(ids)
