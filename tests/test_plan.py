@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from audiences import assign
@@ -38,6 +39,8 @@ def _random_base(engine, n: int = 240) -> None:
             )  # fmt: skip
             if rnd.random() < 0.1:
                 suppress(c, f"k{i}@example.fr", rnd.choice(["email", "*"]))
+            if rnd.random() < 0.05:  # erased (by plain SQL, as an operator could): never in the funnel
+                c.execute(text("UPDATE customer SET erased_at = :t WHERE id = :id"), {"t": NOW, "id": cid})
             for r in runs:
                 if rnd.random() < 0.4:
                     add_sent(
