@@ -6,7 +6,10 @@ Task retries are safe because every task asks the ledger what is left:
 a retried batch task sends only rows still ``planned`` and turns rows it left
 in ``sending`` into ``unknown``. A batch task handles ~``batch_size`` (1000)
 recipients, never one message, so Prefect's few milliseconds per task stay
-a small share of the run.
+a small share of the run. The run is passed to tasks under ``quote()``: Prefect
+otherwise walks and rebuilds its campaign model in every task's parameters,
+looking for futures (~5 ms per batch task on the bench machine, a third of
+Prefect's own cost per task).
 
 Entry point of the deployments in prefect.yaml: ``flows/run_campaign.py:run_campaign``.
 """
@@ -20,6 +23,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from relance.db import get_engine, ready_engine
 from relance.settings import get_settings
@@ -136,14 +140,19 @@ def _artifacts(summary: dict[str, Any]) -> None:
     create_markdown_artifact(key=f"run-{slug}-summary"[:100], markdown="\n".join(lines))
 
 
-def _ensure_rate_limits() -> None:
-    """Create the providers' global rate limits (shared by every worker of every run); idempotent."""
+def _ensure_rate_limits(run: dispatch.PreparedRun) -> None:
+    """Create the global rate limits of the providers this run sends through; idempotent.
+
+    Shared by every worker of every run; providers the run does not use are left alone.
+    """
     import asyncio
 
     from channels.ratelimit import ensure_global_limits
 
+    settings = get_settings()
+    providers = {getattr(settings, f"{channel}_provider") for channel in run.campaign.channels.order}
     try:
-        asyncio.run(ensure_global_limits())
+        asyncio.run(ensure_global_limits(settings, providers=providers))
     except Exception as exc:  # noqa: BLE001 - sending still paces locally per process
         get_run_logger().warning("could not create Prefect rate limits: %s", exc)
 
@@ -177,9 +186,9 @@ def run_campaign(
         scheduled = _scheduled_now()
         now = scheduled.isoformat() if scheduled else None
     run = record_audience(campaign_path, run_key, now, resend_unknown)
-    _ensure_rate_limits()
-    batches = recover_claims(run)
-    futures = send_batch.map(unmapped(run), batches) if batches else []
+    _ensure_rate_limits(run)
+    batches = recover_claims(quote(run))
+    futures = send_batch.map(unmapped(quote(run)), batches) if batches else []
     paused, failures = None, []
     for future in futures:
         try:
@@ -189,7 +198,7 @@ def run_campaign(
         except Exception as exc:  # noqa: BLE001 - summarize first, then fail the flow run
             failures.append(exc)
     _release(run)
-    summary = summarize_run(run)
+    summary = summarize_run(quote(run))
     if paused:
         get_run_logger().warning("run %s paused: %s", run.key, paused)
     if failures:
@@ -233,7 +242,7 @@ def send_run(run_key: str, campaign_path: str | None = None) -> dict[str, Any]:
             if batch is None:
                 break
             try:
-                send_claimed_batch(run, batch)
+                send_claimed_batch(quote(run), batch)
             except dispatch.RunPaused as exc:
                 get_run_logger().warning("run %s paused: %s", run_key, exc)
                 break
@@ -241,4 +250,4 @@ def send_run(run_key: str, campaign_path: str | None = None) -> dict[str, Any]:
     finally:
         _release(run)
     get_run_logger().info("worker %s sent %s batch(es) of run %s", me, sent, run_key)
-    return summarize_run(run)
+    return summarize_run(quote(run))

@@ -90,6 +90,22 @@ def test_batch_rate_limit_outside_prefect_is_a_no_op(settings):
 
 @pytest.mark.prefect
 @pytest.mark.xdist_group("prefect")
+def test_global_limits_only_for_the_providers_asked(settings, prefect_harness, monkeypatch):
+    """A run sets up the limits of the providers it sends through, not every provider's."""
+    from channels.ratelimit import ensure_global_limits
+    from relance.settings import get_settings
+
+    monkeypatch.setenv("RELANCE_TWILIO_RATE_PER_SECOND", "20")
+    monkeypatch.setenv("RELANCE_SENDGRID_RATE_PER_SECOND", "50")
+    get_settings.cache_clear()
+    assert asyncio.run(ensure_global_limits(providers={"twilio", "outbox"})) == ["relance-rate-twilio"]
+    assert asyncio.run(ensure_global_limits(providers={"outbox"})) == []
+    everything = asyncio.run(ensure_global_limits())
+    assert {"relance-rate-twilio", "relance-rate-sendgrid"} <= set(everything)
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect")
 def test_prefect_global_limit_spaces_batches(settings, prefect_harness, monkeypatch):
     """Under a flow, batches take slots of `relance-rate-twilio`, which decay at the provider's rate."""
     from prefect import flow
