@@ -86,8 +86,6 @@ def run_cmd(
                 engine, str(campaign_file), run_key, ledger.run_datetime(now), resend_unknown
             )
         else:
-            # Prefect's local API server may take longer than its 20 s default on a busy small machine
-            os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
             from flows.run_campaign import run_campaign
 
             summary = run_campaign(
