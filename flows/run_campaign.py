@@ -187,8 +187,9 @@ def run_campaign(
         now = scheduled.isoformat() if scheduled else None
     run = record_audience(campaign_path, run_key, now, resend_unknown)
     _ensure_rate_limits(run)
-    batches = recover_claims(quote(run))
-    futures = send_batch.map(unmapped(quote(run)), batches) if batches else []
+    quoted = quote(run)
+    batches = recover_claims(quoted)
+    futures = send_batch.map(unmapped(quoted), batches) if batches else []
     paused, failures = None, []
     for future in futures:
         try:
@@ -198,7 +199,7 @@ def run_campaign(
         except Exception as exc:  # noqa: BLE001 - summarize first, then fail the flow run
             failures.append(exc)
     _release(run)
-    summary = summarize_run(quote(run))
+    summary = summarize_run(quoted)
     if paused:
         get_run_logger().warning("run %s paused: %s", run.key, paused)
     if failures:
