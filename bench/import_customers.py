@@ -1,4 +1,4 @@
-"""Benchmark: `import customers` of a 1,000,000-row CSV into a fresh SQLite database.
+"""Benchmark: `import customers` of a 1,000,000-row CSV into a fresh SQLite (or PostgreSQL) database.
 
 Generates the file once with the demo-data generator (bench/out/demo-<N>/, git-ignored),
 then times the real importer and reports rows/s and peak memory (ru_maxrss) of the
@@ -6,6 +6,7 @@ importing process and of its validation workers. A second run of the same file
 measures the idempotent no-op re-import.
 
     .venv/bin/python bench/import_customers.py [--customers 1000000] [--workers N] [--again]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/relance_bench_import]
 """
 
 from __future__ import annotations
@@ -34,12 +35,31 @@ def _generate(data: Path, customers: int, seed: int) -> dict:
     return generate(data, customers, seed=seed, as_of=date(2026, 11, 1)).counts
 
 
+def _fresh_sqlite(db: Path) -> str:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{db}"
+
+
+def _fresh_postgres(url: str) -> str:
+    """Drop and re-create the database of ``url``; the CPU printed is the importer's, not the server's."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=None, help="validation processes (default: auto)")
     parser.add_argument("--again", action="store_true", help="also time a second, no-op import of the file")
+    parser.add_argument("--postgres", default="", help="PostgreSQL bench database URL (dropped, re-created)")
     args = parser.parse_args()
 
     data = OUT / f"demo-{args.customers}"
@@ -53,10 +73,7 @@ def main() -> None:
         print(f"generated {counts} in {time.perf_counter() - t:.1f} s")
     size_mb = customers_csv.stat().st_size / 1e6
 
-    db = OUT / "bench-import.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    url = f"sqlite:///{db}"
+    url = _fresh_postgres(args.postgres) if args.postgres else _fresh_sqlite(OUT / "bench-import.db")
     os.environ["RELANCE_DATABASE_URL"] = url
     from audiences.importer import import_customers
     from relance.db import get_engine, migrate

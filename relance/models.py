@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, SmallInteger, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -80,6 +81,10 @@ def utcnow() -> datetime:
 # --------------------------------------------------------------------------
 
 
+def _reach_flag() -> Any:
+    return Field(default=0, sa_type=SmallInteger, sa_column_kwargs={"server_default": "0"})
+
+
 class Customer(SQLModel, table=True):
     __tablename__ = "customer"
 
@@ -102,6 +107,15 @@ class Customer(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     erased_at: datetime | None = Field(default=None, index=True)  # `relance customers forget`; 0006
+    # Reach flags (0/1), kept exact by triggers (migrations 0006, 0010), never written by code:
+    # consent_<channel> = consent granted and a valid address (e-mail, phone, active device);
+    # suppressed_<channel> = an address of the customer on the channel's suppression list or on '*'.
+    consent_email: int = _reach_flag()
+    consent_sms: int = _reach_flag()
+    consent_push: int = _reach_flag()
+    suppressed_email: int = _reach_flag()
+    suppressed_sms: int = _reach_flag()
+    suppressed_push: int = _reach_flag()
 
 
 class CustomerInterest(SQLModel, table=True):
@@ -187,27 +201,6 @@ class CustomerFeatures(SQLModel, table=True):
     favourite_category: str | None = Field(default=None, max_length=64)
     preferred_payment_method: str | None = Field(default=None, max_length=32)
     computed_at: datetime = Field(default_factory=utcnow)
-
-
-class CustomerReach(SQLModel, table=True):
-    """Who can be reached on which channel: 0/1 flags kept exact by triggers (migration 0006).
-
-    ``consent_<channel>``: consent granted and a valid address (e-mail, phone,
-    active device); ``suppressed_<channel>``: an address of the customer is on the
-    channel's suppression list or on '*'. Never written by code: the triggers on
-    customer, consent, device and suppression recompute a customer's row in the
-    transaction that changes them. The selection joins it on its primary key.
-    """
-
-    __tablename__ = "customer_reach"
-
-    customer_id: int = Field(foreign_key="customer.id", primary_key=True, ondelete="CASCADE")
-    consent_email: int = 0
-    consent_sms: int = 0
-    consent_push: int = 0
-    suppressed_email: int = 0
-    suppressed_sms: int = 0
-    suppressed_push: int = 0
 
 
 class Suppression(SQLModel, table=True):

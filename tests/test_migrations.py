@@ -45,10 +45,8 @@ def test_upgrade_from_0001_keeps_the_data(db_url):
         assert conn.execute(text("SELECT external_id, email FROM customer")).all() == [("C1", "a@example.fr")]
         assert conn.execute(text("SELECT amount_cents FROM orders")).scalar_one() == 1234
         assert conn.execute(text("SELECT status FROM consent")).scalar_one() == "granted"
-        # 0006 filled customer_reach from the rows already there
-        reach = text(
-            "SELECT consent_email, consent_sms, suppressed_email FROM customer_reach WHERE customer_id = 1"
-        )
+        # 0006 filled customer_reach from the rows already there, 0010 moved the flags into customer
+        reach = text("SELECT consent_email, consent_sms, suppressed_email FROM customer WHERE id = 1")
         assert conn.execute(reach).one() == (1, 0, 0)
 
 

@@ -1,4 +1,4 @@
-"""customer_reach (migration 0006) stays equal to what the source tables say, after every kind of change.
+"""The reach flags of customer (0006, 0010) stay equal to what the source tables say, after every change.
 
 The expected flags are computed here in Python from customer, consent, device
 and suppression, independently of the triggers' SQL; each step changes the
@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, delete, insert, select, update
 
 from audiences import consent, privacy
-from relance.models import CHANNELS, Consent, Customer, CustomerReach, Device, Suppression
+from relance.models import CHANNELS, Consent, Customer, Device, Suppression
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 CUSTOMER, CONSENT, DEVICE = Customer.__table__, Consent.__table__, Device.__table__
-SUPPRESSION, REACH = Suppression.__table__, CustomerReach.__table__
+SUPPRESSION = Suppression.__table__
 OWN = {"email": ("email",), "sms": ("phone",), "push": ("email", "phone")}
 
 
@@ -37,8 +37,8 @@ def expected(conn: Connection) -> dict[int, tuple[int, ...]]:
 
 
 def actual(conn: Connection) -> dict[int, tuple[int, ...]]:
-    cols = [REACH.c[f"{kind}_{ch}"] for kind in ("consent", "suppressed") for ch in CHANNELS]
-    return {r[0]: tuple(r[1:]) for r in conn.execute(select(REACH.c.customer_id, *cols))}
+    cols = [CUSTOMER.c[f"{kind}_{ch}"] for kind in ("consent", "suppressed") for ch in CHANNELS]
+    return {r[0]: tuple(r[1:]) for r in conn.execute(select(CUSTOMER.c.id, *cols))}
 
 
 def add_customer(conn: Connection, cid: int, email: str | None, phone: str | None) -> None:
@@ -130,6 +130,12 @@ def test_reach_follows_statements_that_change_many_rows(engine):
         ("nothing that matters changed", update(CUSTOMER).values(locale="en_GB")),
         ("consents deleted for many", delete(CONSENT).where(CONSENT.c.channel == "sms",
                                                             CONSENT.c.customer_id < 3)),
+        # one statement: a new customer whose phone is already on '*', one whose insert wrote flags itself
+        ("new customers, one suppressed, one with written flags", insert(CUSTOMER).values([
+            dict(id=6, external_id="C6", email=None, phone="+33610000003", consent_email=0, suppressed_sms=0,
+                 created_at=T0, updated_at=T0),
+            dict(id=7, external_id="C7", email="c7@x.fr", phone=None, consent_email=1, suppressed_sms=1,
+                 created_at=T0, updated_at=T0)])),
     ]  # fmt: skip
     for name, stmt in steps:
         with engine.begin() as conn:
@@ -138,3 +144,30 @@ def test_reach_follows_statements_that_change_many_rows(engine):
             assert actual(conn) == expected(conn), name
     with engine.connect() as conn:
         assert [actual(conn)[cid][:2] for cid in range(1, 6)] == [(1, 0), (1, 0), (0, 0), (0, 0), (0, 1)]
+        assert actual(conn)[6] == (0, 0, 0, 1, 1, 1)
+        assert actual(conn)[7] == (0, 0, 0, 0, 0, 0)
+
+
+def test_reach_survives_a_downgrade_and_upgrade_of_0010(db_url):
+    """0010 moved the flags from customer_reach into customer; both ways keep them and their triggers."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from relance.db import alembic_config, get_engine, migrate
+
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        add_customer(conn, 1, "ana@x.fr", "+33611111111")
+        consent.set_consent(conn, 1, "email", "granted", "import")
+        consent.set_consent(conn, 1, "sms", "granted", "import")
+    command.downgrade(alembic_config(db_url), "0009")
+    with engine.begin() as conn:
+        row = "SELECT consent_email, consent_sms, suppressed_sms FROM customer_reach WHERE customer_id = 1"
+        assert conn.execute(text(row)).one() == (1, 1, 0)
+        consent.suppress(conn, "+33611111111", "stop", "sms")  # 0006's triggers are back
+        assert conn.execute(text(row)).one() == (1, 1, 1)
+    migrate(db_url)
+    with engine.begin() as conn:
+        assert actual(conn)[1] == expected(conn)[1] == (1, 1, 0, 0, 1, 0)
+        consent.unsuppress(conn, "+33611111111", "sms")
+        assert actual(conn)[1] == expected(conn)[1] == (1, 1, 0, 0, 0, 0)
