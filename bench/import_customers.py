@@ -15,11 +15,14 @@ import argparse
 import multiprocessing
 import os
 import resource
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
+# this checkout first, not the installed one: a git worktree of older code then benchmarks that code
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 OUT = Path(__file__).parent / "out"
 
 
