@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, delete, insert, select, update
+from alembic import command
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from audiences import consent, privacy
+from relance.db import alembic_config, get_engine, migrate
 from relance.models import CHANNELS, Consent, Customer, Device, Suppression
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -150,11 +152,6 @@ def test_reach_follows_statements_that_change_many_rows(engine):
 
 def test_reach_survives_a_downgrade_and_upgrade_of_0010(db_url):
     """0010 moved the flags from customer_reach into customer; both ways keep them and their triggers."""
-    from alembic import command
-    from sqlalchemy import text
-
-    from relance.db import alembic_config, get_engine, migrate
-
     engine = get_engine(db_url)
     with engine.begin() as conn:
         add_customer(conn, 1, "ana@x.fr", "+33611111111")
