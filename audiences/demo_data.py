@@ -111,7 +111,9 @@ def _pools(seed: int) -> dict[str, np.ndarray]:
 
 
 def _digits(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """n random strings of k digits."""
+    """n random strings of k digits (none for n = 0: numpy's zfill cannot size an empty array)."""
+    if n == 0:
+        return np.empty(0, dtype=f"<U{k}")
     return np.char.zfill(rng.integers(0, 10**k, n).astype(str), k)
 
 
