@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, case, func, literal, not_, select
 
-from audiences.rules import CUSTOMER, RuleContext, compile_rule, describe, from_clause
+from audiences.rule_context import CUSTOMER, RuleContext, from_clause
+from audiences.rules import compile_rule, describe
 from audiences.selection import (
     STEPS,
     Candidates,

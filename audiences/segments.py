@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audiences.rules import RuleError
+from audiences.rule_context import RuleError
 from relance.spec import Rule, SegmentRule, SegmentsFile, nearest
 from relance.spec_loader import Located, Problem, SpecError, display_path, load_segments, walk_rules
 

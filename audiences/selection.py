@@ -11,7 +11,7 @@ where each customer leaves):
 1. base: customers not erased;            2. segment: the audience rules;
 3. consent: granted on the channel and a valid address (e-mail, phone, active device);
 4. suppression: the address suppressed on that channel or on every channel ('*');
-   (3 and 4 are flags of the customer's row, kept exact by triggers: see :func:`reach_columns`)
+   (3 and 4 are flags of the customer's row, kept exact by triggers: see step_conditions.reach_columns)
 5. frequency caps: messages sent in the last N days (settings + campaign caps);
 6. priority: already in the ledger today for a higher-priority campaign;
 7. window: quiet hours / sending window / French SMS hours in the customer's zone;
@@ -24,29 +24,26 @@ e-mail if the strategy allows; the customer leaves the funnel at the first step
 after which no channel is left.
 
 Steps 1-2 are computed first, once (the ``members`` CTE); steps 3-9 only look
-at those members (see :func:`segment_members`).
+at those members (see :func:`segment_members`). The SQL of steps 3-7 is built by
+audiences.step_conditions; the ``best`` channel strategy by audiences.learning.choose.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     CTE,
     ColumnElement,
     Connection,
     Engine,
-    Lateral,
     Select,
     Subquery,
     and_,
     case,
-    false,
     func,
     literal,
     or_,
@@ -56,14 +53,24 @@ from sqlalchemy import (
 )
 
 from audiences import assign
+from audiences.learning.choose import best_channel
 from audiences.policy import ChannelPolicy, campaign_policy
-from audiences.rules import CUSTOMER, LEDGER, RuleContext, compile_rule, from_clause
+from audiences.rule_context import CUSTOMER, LEDGER, RuleContext, from_clause
+from audiences.rules import compile_rule
+from audiences.step_conditions import (
+    campaign_priorities,
+    caps_subquery,
+    customer_timezones,
+    day_start,
+    dialect_name,
+    effective_caps,
+    one_if,
+    open_condition,
+    reach_columns,
+)
 from relance.models import CHANNELS
 from relance.settings import Settings, get_settings
 from relance.spec import Campaign, FrequencyCap
-
-# Ledger statuses that count as a message sent, for frequency caps.
-CONTACT_STATUSES = ("sending", "unknown", "sent", "delivered", "opened", "clicked", "converted")
 
 # Funnel steps in order; a customer "leaves" at the first one they fail.
 STEPS = ("base", "segment", "consent", "suppression", "frequency_cap", "priority", "window", "global_control")
@@ -73,10 +80,9 @@ class SelectionError(ValueError):
     """A campaign that cannot be selected as written; the message says what to change."""
 
 
-# `best` (model-chosen channel) is plugged in by the targeting models (helper G):
-# CHANNEL_CHOOSERS["best"] = fn(campaign, ok: {channel: SQL boolean}, cand, ctx) -> SQL channel name
+# Strategies decided by a model: name -> fn(campaign, ok: {channel: SQL boolean}, cand, ctx) -> SQL channel.
 ChannelChooser = Callable[[Campaign, dict[str, ColumnElement], Subquery, RuleContext], ColumnElement]
-CHANNEL_CHOOSERS: dict[str, ChannelChooser] = {}
+CHANNEL_CHOOSERS: dict[str, ChannelChooser] = {"best": best_channel}
 
 
 @dataclass
@@ -108,131 +114,6 @@ class Candidates:
 
     def any_ok(self, upto: str) -> ColumnElement:
         return or_(*[self.ok(ch, upto) for ch in self.channels])
-
-
-# --------------------------------------------------------------------------
-# Per-channel conditions
-# --------------------------------------------------------------------------
-
-
-def _flag(cond: ColumnElement) -> ColumnElement:
-    """A portable 0/1 integer (SQLite has no boolean type; PostgreSQL sums no booleans)."""
-    return case((cond, 1), else_=0)
-
-
-def reach_columns() -> list[ColumnElement]:
-    """The consent and suppression flags of the customer's row, as columns of the ``members`` CTE.
-
-    Why precomputed flags: they summarize three consent rows, the active devices
-    and two suppression look-ups per customer; the triggers of migrations 0006
-    and 0010 keep them exact in every transaction that changes those tables, so
-    the plan reads them with the row it reads anyway (the 1M-customer bench read
-    ~3M rows per plan before). Why on ``customer`` and not a table of their own:
-    PostgreSQL 15 hashed all of that table in every process of the parallel
-    segment (1.46-1.56 -> 1.11-1.21 s for the bench plan; migration 0010).
-    """
-    return [CUSTOMER.c[f"{kind}_{ch}"] for ch in CHANNELS for kind in ("consent", "suppressed")]
-
-
-def effective_caps(campaign: Campaign, settings: Settings) -> list[FrequencyCap]:
-    """Default caps from settings, then the campaign's own; every one applies."""
-    defaults = [FrequencyCap.model_validate(c) for c in settings.default_frequency_caps]
-    return defaults + list(campaign.frequency_caps)
-
-
-def _caps_subquery(
-    caps: list[FrequencyCap], now: datetime, members: CTE, dialect: str
-) -> tuple[Subquery | Lateral, ColumnElement]:
-    """Messages sent per member within each cap's period, and the ON clause that joins them to ``members``.
-
-    Both databases read only the members' ledger rows, through
-    ix_ledger_customer_sent_status (covering, 0008), not every customer contacted
-    in the window (the bench's window holds 600k rows of 400k customers; its
-    segment has 235k members). SQLite groups the rows of ``customer_id IN (members)``;
-    PostgreSQL counts per member in a LATERAL subquery (one index-only look-up
-    each): 1.0-1.3 s instead of 1.5-2.2 s for the bench's plan, where
-    aggregating the whole window in a hash cost ~0.45 s in the leader.
-    """
-    since = now - timedelta(days=max(c.days for c in caps))
-    cols = []
-    for i, cap in enumerate(caps):
-        cond = LEDGER.c.sent_at >= now - timedelta(days=cap.days)
-        if cap.channel:
-            cond = and_(cond, LEDGER.c.channel == cap.channel)
-        cols.append(func.sum(_flag(cond)).label(f"n{i}"))
-    window = (LEDGER.c.sent_at >= since, LEDGER.c.sent_at <= now, LEDGER.c.status.in_(CONTACT_STATUSES))
-    if dialect == "postgresql":
-        per_member = select(*cols).where(LEDGER.c.customer_id == members.c.customer_id, *window)
-        return per_member.lateral("recent"), true()
-    recent = select(LEDGER.c.customer_id, *cols).where(
-        LEDGER.c.customer_id.in_(select(members.c.customer_id)), *window
-    )
-    grouped = recent.group_by(LEDGER.c.customer_id).subquery("recent")
-    return grouped, grouped.c.customer_id == members.c.customer_id
-
-
-def _dialect(bind: Engine | Connection | None) -> str:
-    from relance.db import get_engine
-
-    return (bind if bind is not None else get_engine()).dialect.name
-
-
-def customer_timezones(bind: Engine | Connection | None) -> list[str]:
-    """The distinct time zone names of the base, walked through ix_customer_timezone ("next zone after z").
-
-    Why a recursive walk and not a GROUP BY: the GROUP BY reads every customer
-    (0.4 s for 1M on SQLite, neither database skips through an index); each step
-    here is one index seek, and a base has a handful of zones.
-    """
-    from audiences.rules import _bind_connect
-
-    zones = select(func.min(CUSTOMER.c.timezone).label("tz")).cte("zones", recursive=True)
-    after = select(func.min(CUSTOMER.c.timezone)).where(CUSTOMER.c.timezone > zones.c.tz).scalar_subquery()
-    zones = zones.union_all(select(after).where(zones.c.tz.is_not(None)))
-    ctx = RuleContext(datetime.now().astimezone(), bind=bind)
-    with _bind_connect(ctx) as conn:
-        return [tz for (tz,) in conn.execute(select(zones.c.tz).where(zones.c.tz.is_not(None)))]
-
-
-def _open_condition(
-    policy: ChannelPolicy, channel: str, now: datetime, zones: list[str], timezone: ColumnElement
-) -> ColumnElement:
-    """``customer.timezone IN (zones open at now)``, decided in Python per distinct zone (audiences.policy).
-
-    Names that are not IANA zones behave like the default time zone. Always a
-    positive list: a zone that appears after this query was built is not sent to.
-    """
-    if not policy.windows.get(channel):
-        return true()
-    open_zones = policy.open_zones(channel, now, zones)
-    if not open_zones:
-        return false()
-    return timezone.in_(open_zones)
-
-
-def campaign_priorities(settings: Settings) -> dict[str, int]:
-    """name -> priority of the campaign files in campaigns_dir (read leniently: only two keys)."""
-    import yaml
-
-    out: dict[str, int] = {}
-    folder = settings.campaigns_dir
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.y*ml")):
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("name"), str):
-            prio = data.get("priority", 50)
-            out[data["name"]] = prio if isinstance(prio, int) else 50
-    return out
-
-
-def day_start(now: datetime, settings: Settings) -> datetime:
-    """Midnight of ``now``'s day in the default time zone: "today" for priority between campaigns."""
-    local = now.astimezone(ZoneInfo(settings.default_timezone))
-    return datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
 
 
 # --------------------------------------------------------------------------
@@ -270,7 +151,7 @@ def candidates(
     zones = customer_timezones(bind) if window else []
     capsq = None
     if caps:
-        capsq, on = _caps_subquery(caps, now, members, _dialect(bind))
+        capsq, on = caps_subquery(caps, now, members, dialect_name(bind))
         frm = frm.outerjoin(capsq, on)
     for ch in channels:
         cols.append(members.c[f"consent_{ch}"])
@@ -280,9 +161,9 @@ def candidates(
             for i, cap in enumerate(caps)
             if capsq is not None and cap.channel in (None, ch)
         ]
-        cols.append(_flag(or_(*hit)).label(f"capped_{ch}") if hit else literal(0).label(f"capped_{ch}"))
-        is_open = _open_condition(policy, ch, now, zones, members.c.timezone) if window else true()
-        cols.append(_flag(is_open).label(f"open_{ch}"))
+        cols.append(one_if(or_(*hit)).label(f"capped_{ch}") if hit else literal(0).label(f"capped_{ch}"))
+        is_open = open_condition(policy, ch, now, zones, members.c.timezone) if window else true()
+        cols.append(one_if(is_open).label(f"open_{ch}"))
     prios = dict(priorities) if priorities is not None else campaign_priorities(settings)
     higher = sorted(n for n, p in prios.items() if p > campaign.priority and n != campaign.name)
     if higher:
@@ -291,15 +172,15 @@ def candidates(
             LEDGER.c.created_at >= day_start(now, settings),
             LEDGER.c.status != "skipped",
         )
-        cols.append(_flag(customer.in_(taken)).label("blocked"))
+        cols.append(one_if(customer.in_(taken)).label("blocked"))
     else:
         cols.append(literal(0).label("blocked"))
     gpct = settings.global_control_percent
     gctl = assign.bucket_sql(customer, assign.global_control_salt()) < assign.threshold(gpct)
-    cols.append(_flag(gctl).label("global_control") if gpct > 0 else literal(0).label("global_control"))
+    cols.append(one_if(gctl).label("global_control") if gpct > 0 else literal(0).label("global_control"))
     pct = campaign.control_group.percent
     ctl = assign.bucket_sql(customer, assign.control_salt(campaign.name)) < assign.threshold(pct)
-    cols.append(_flag(ctl).label("control") if pct > 0 else literal(0).label("control"))
+    cols.append(one_if(ctl).label("control") if pct > 0 else literal(0).label("control"))
     variants = campaign.effective_variants()
     names, weights = [v.name for v in variants], [v.weight for v in variants]
     cols.append(assign.variant_sql(customer, campaign.name, names, weights).label("variant"))
@@ -335,7 +216,10 @@ def segment_members(
     if customer_id is not None:
         where.append(CUSTOMER.c.id == customer_id)
     if segment_as_column:
-        cols += [_flag(CUSTOMER.c.erased_at.is_(None)).label("not_erased"), _flag(seg).label("segment")]
+        cols += [
+            one_if(CUSTOMER.c.erased_at.is_(None)).label("not_erased"),
+            one_if(seg).label("segment"),
+        ]
     else:
         where += [CUSTOMER.c.erased_at.is_(None), seg]
     members = select(*cols).select_from(from_clause(ctx)).where(*where)
@@ -364,10 +248,6 @@ def channel_choice(campaign: Campaign, cand: Candidates) -> ColumnElement | None
         pref = cand.flag("preferred_channel")
         return case(*[(and_(pref == ch, ok[ch]), literal(ch)) for ch in cand.channels], *first, else_=None)
     chooser = CHANNEL_CHOOSERS.get(strategy)
-    if chooser is None:
-        with contextlib.suppress(ImportError):  # the targeting models register `best` when installed
-            import audiences.learning.choose  # noqa: F401  (helper G: registers `best`)
-        chooser = CHANNEL_CHOOSERS.get(strategy)
     if chooser is None:
         raise SelectionError(
             f"channels.strategy `{strategy}` needs a trained channel model, which is not available yet: "

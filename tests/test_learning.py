@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
-from audiences.learning import dataset, registry, scoring
+from audiences.learning import campaign_models, dataset, registry, scoring
 from audiences.learning.models import NotEnoughData, train
 from relance.models import CampaignRun, Customer, Event, LedgerEntry, Order
 
@@ -211,7 +211,7 @@ def test_selection_reads_the_scores_of_the_resolved_or_pinned_version(db_url, en
         cond = compile_rule(camp.audience, ctx)
         with engine.connect() as conn:
             ids = set(conn.execute(select(Customer.__table__.c.id).where(cond)).scalars())
-        assert registry.resolve_versions(camp, bind=engine, now=T) == ctx.models_used
+        assert campaign_models.resolve_versions(camp, bind=engine, now=T) == ctx.models_used
         return ids, ctx.models_used
 
     assert chosen({}) == ({a}, {"churn": "20260101T000000Z"})  # the newest passing, not the newest

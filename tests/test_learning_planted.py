@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from audiences.learning import dataset, models, registry, scoring, synthetic
+from audiences.learning import campaign_models, dataset, models, registry, scoring, synthetic
 from relance.models import Consent
 
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday: e-mail and SMS are open in Paris
@@ -194,7 +194,7 @@ def test_best_channel_is_the_argmax_among_consented_channels(planted: Planted) -
                 .where(consent.c.customer_id == sms_best, consent.c.channel == "sms")
                 .values(status="granted")
             )
-    assert registry.resolve_versions(camp, bind=planted.engine, now=T0) == {"response": version}
+    assert campaign_models.resolve_versions(camp, bind=planted.engine, now=T0) == {"response": version}
 
 
 def test_response_score_is_the_best_consented_channel(planted: Planted) -> None:
@@ -260,7 +260,7 @@ def test_score_top_and_uplift_rules_give_plan_and_run_the_same_audience(planted:
         sent = sum(1 for r in first if not r[-1])
         assert plan["recipients"]["messages"] == sent, label
         assert plan["control"]["held_out_messages"] == len(first) - sent, label
-        assert plan["models"] == registry.resolve_versions(camp, bind=planted.engine, now=T0), label
+        assert plan["models"] == campaign_models.resolve_versions(camp, bind=planted.engine, now=T0), label
     with planted.engine.connect() as conn:
         n_scored = conn.execute(
             select(func.count()).where(

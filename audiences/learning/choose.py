@@ -10,7 +10,8 @@ same channel from the same query. Ties and channels without a score follow
 the campaign's ``order``; a customer with no score at all gets the first
 usable channel of ``order`` (as ``first_available``).
 
-Importing this module registers the strategy in audiences.selection.
+audiences.selection lists :func:`best_channel` in its CHANNEL_CHOOSERS; this
+module imports nothing of the selection (issue 23: no import circle).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, Subquery, and_, case, func, literal, or_, select
 
 from audiences.learning.registry import canonical, channel_column
-from audiences.rules import SCORES, RuleContext, model_version, scores_of
-from audiences.selection import CHANNEL_CHOOSERS
+from audiences.rule_context import SCORES, RuleContext
+from audiences.score_rules import model_version, scores_of
 from relance.spec import Campaign
 
 NO_SCORE = -1.0
@@ -51,6 +52,3 @@ def best_channel(
         beats = [or_(~ok[other], score[ch] >= score[other]) for other in channels if other != ch]
         whens.append((and_(ok[ch], *beats), literal(ch)))
     return case(*whens, else_=None)
-
-
-CHANNEL_CHOOSERS["best"] = best_channel

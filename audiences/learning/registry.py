@@ -8,6 +8,9 @@ campaign pins one (``model_versions: {churn: 20260115T103000Z}``).
 
 Why files rather than a table: a joblib artifact is a file anyway, analysts can
 copy or archive a version folder, and no migration is needed.
+
+This module imports nothing of the rule compiler (audiences.score_rules asks it
+for versions); which versions a campaign reads is audiences.learning.campaign_models.
 """
 
 from __future__ import annotations
@@ -148,18 +151,3 @@ def _summary(meta: dict[str, Any]) -> str:
 
 def summary(info: ModelInfo) -> str:
     return _summary(info.meta)
-
-
-def resolve_versions(campaign: Any, *, bind: Any = None, now: datetime | None = None) -> dict[str, str]:
-    """model -> version the campaign's selection uses (for campaign_run.models and the report).
-
-    Compiles the audience exactly as the selection does (audiences.rules records
-    every model it reads) and adds the model of a ``best`` channel strategy.
-    """
-    from audiences.rules import RuleContext, compile_rule, model_version
-
-    ctx = RuleContext(now or utcnow(), model_versions=campaign.model_versions, bind=bind)
-    compile_rule(campaign.audience, ctx)
-    if campaign.channels.strategy == "best" and campaign.channels.model:
-        model_version(canonical(campaign.channels.model), ctx)
-    return dict(ctx.models_used)
