@@ -29,11 +29,16 @@ def make_ledger(conn, n: int = 400, seed: int = 7, campaign: str = "winback", ke
             status="completed",
             created_at=T0,
             started_at=T0,
-            funnel=json.dumps(
+            funnel=json.dumps(  # the shape audiences.plan.funnel stores
                 {
                     "steps": [
-                        {"step": "base", "remaining": n * 2},
-                        {"step": "segment", "remaining": n, "removed": n, "reason": "rules"},
+                        {"step": "base", "count": n * 2, "removed": 0, "why": "customers not erased"},
+                        {
+                            "step": "segment",
+                            "count": n,
+                            "removed": n,
+                            "why": "do not match the audience rules",
+                        },
                     ]
                 }
             ),

@@ -88,7 +88,7 @@ class RunSummary:
 class Report:
     campaign: str
     runs: list[RunSummary]
-    funnel: list[dict]
+    funnel: list[dict]  # steps: step, count (customers left), removed, why
     totals: Figures
     by_variant: dict[str, Figures]
     by_channel: dict[str, Figures]
@@ -320,14 +320,39 @@ def _timeline(conn: Connection, run_ids: list[int]) -> list[tuple[str, str, int]
 
 
 def _funnel(run) -> list[dict]:
-    """The plan's funnel stored on the run, as a list of steps."""
+    """The plan's funnel stored on the run (audiences.plan.funnel), as steps of step / count / removed / why.
+
+    The control group closes the list as the plan prints it: the customers selected, less
+    those held out. A bare ``{name: count}`` (runs recorded without the planner) reads as steps too.
+    """
     if not run.funnel:
         return []
     data = json.loads(run.funnel)
-    steps = data.get("steps", data) if isinstance(data, dict) else data
-    if isinstance(steps, dict):
-        return [{"step": k, "remaining": v} for k, v in steps.items()]
-    return [s for s in steps if isinstance(s, dict)]
+    if not isinstance(data, dict):
+        return []
+    if not isinstance(data.get("steps"), list):
+        return [{"step": k, "count": v, "removed": None, "why": ""} for k, v in data.items()]
+    steps = [
+        {
+            "step": str(s.get("step", "")),
+            "count": s.get("count"),
+            "removed": None if s.get("step") == "base" else s.get("removed"),
+            "why": s.get("why") or "",
+        }
+        for s in data["steps"]
+        if isinstance(s, dict)
+    ]
+    control, recipients = data.get("control"), data.get("recipients")
+    if isinstance(control, dict) and isinstance(recipients, dict):
+        steps.append(
+            {
+                "step": "control group",
+                "count": recipients.get("customers"),
+                "removed": control.get("held_out_customers"),
+                "why": f"{control.get('percent', 0)}% held out (stable hash), not sent",
+            }
+        )
+    return steps
 
 
 def select_runs(conn: Connection, campaign: str, run: str | None = None, since: datetime | None = None):

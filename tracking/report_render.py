@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from tracking import charts
@@ -87,82 +89,170 @@ def uplift_row(u: Uplift) -> dict[str, str]:
 
 # ---------------------------------------------------------------- terminal
 
+# What a marketer reads first (down to the money), then what went wrong: the terminal and the
+# HTML show the figures in this order, split into these two groups.
+FIGURE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("results", ("messages", "held_out", "sent", "delivered", "opened", "clicked", "converted", "revenue")),
+    (
+        "deliverability and opt-outs",
+        ("bounced_hard", "complained", "unsubscribed", "failed", "unknown", "skipped"),
+    ),
+)
+METHODS = (
+    "95% intervals: Newcombe hybrid score for the rate difference, delta method for the relative "
+    "uplift, Welch for revenue per customer; two-proportion z-test for the p-value."
+)
 
-def _figures_table(title: str, slices: dict[str, Figures]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("")
-    for name in COLUMNS:
-        table.add_column(name.replace("_", " "), justify="right")
-    table.add_column("revenue", justify="right")
-    for label, f in slices.items():
-        table.add_row(label, *(f"{getattr(f, n):,}" for n in COLUMNS), euros(f.revenue_cents))
+
+def figure_cells(f: Figures, names: tuple[str, ...]) -> list[str]:
+    """The figures ``names`` of one slice as printed: counts with thousands separators, revenue in euros."""
+    return [euros(f.revenue_cents) if n == "revenue" else f"{getattr(f, n):,}" for n in names]
+
+
+def label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+@dataclass
+class _Column:
+    header: str
+    cells: list[str]
+    justify: JustifyMethod = "right"
+
+    @property
+    def width(self) -> int:
+        return max(cell_len(t) for t in [self.header, *self.cells])
+
+
+def _table_width(first: _Column, columns: list[_Column]) -> int:
+    return 1 + sum(c.width + 3 for c in (first, *columns))  # left border, then padding 2 + border 1 each
+
+
+def _fitted(
+    title: str, first: _Column, columns: list[_Column], width: int, sections: tuple[int, ...] = ()
+) -> list[Table]:
+    """``columns`` beside ``first`` in as many tables as the width needs, none cut or wrapped.
+
+    Rich shrinks a table wider than the terminal by cutting every cell to "m…"; measuring the
+    cells and starting a new table (the label column repeated) when the next column would not
+    fit keeps every header and number whole at any width, 80 columns or a pipe included.
+    A rule is drawn after the rows numbered in ``sections``.
+    """
+    groups: list[list[_Column]] = [[]]
+    for col in columns:
+        if groups[-1] and _table_width(first, [*groups[-1], col]) > width:
+            groups.append([])
+        groups[-1].append(col)
+    tables = []
+    for i, group in enumerate(groups):
+        table = Table(title=title if i == 0 else f"{title} (continued)", title_justify="left")
+        for col in (first, *group):
+            table.add_column(col.header, justify=col.justify, no_wrap=True, overflow="fold")
+        for n, row in enumerate(zip(first.cells, *(c.cells for c in group), strict=True), start=1):
+            table.add_row(*row, end_section=n in sections)
+        tables.append(table)
+    return tables
+
+
+def _figures_tables(title: str, slices: dict[str, Figures], width: int) -> list[Table]:
+    """The figures of ``slices``, laid out for the terminal's width.
+
+    One slice a row when every figure fits side by side; otherwise the figures become the rows
+    (results, a rule, then deliverability) and the slices the columns, as many tables as needed.
+    """
+    names = tuple(n for _, group in FIGURE_GROUPS for n in group)
+    values = {name: figure_cells(f, names) for name, f in slices.items()}
+    first = _Column("", list(slices), "left")
+    columns = [_Column(label(n), [v[i] for v in values.values()]) for i, n in enumerate(names)]
+    if _table_width(first, columns) <= width:
+        return _fitted(title, first, columns, width)
+    first = _Column("", [label(n) for n in names], "left")
+    columns = [_Column(name, cells) for name, cells in values.items()]
+    return _fitted(title, first, columns, width, sections=(len(FIGURE_GROUPS[0][1]),))
+
+
+def _funnel_table(report: Report) -> Table:
+    """The plan's funnel: customers left after each step, how many it removed and why (words wrap)."""
+    table = Table(title="Funnel (plan)", title_justify="left")
+    table.add_column("step", no_wrap=True)
+    table.add_column("customers", justify="right", no_wrap=True)
+    table.add_column("removed", justify="right", no_wrap=True)
+    table.add_column("why", overflow="fold")
+    for step in report.funnel:
+        count, removed = step.get("count"), step.get("removed")
+        table.add_row(
+            str(step["step"]),
+            "" if count is None else f"{count:,}",
+            "" if removed is None else f"-{removed:,}",
+            str(step.get("why") or ""),
+        )
     return table
+
+
+def _uplift_tables(report: Report, width: int) -> list[Table]:
+    """Incrementality with the measures as rows and the variants as columns (intervals are long)."""
+    rows = uplift_rows(report)
+    cells = {name: uplift_row(u) for name, u in rows.items()}
+    measures = [k for k in next(iter(cells.values())) if k != "conclusion"]
+    first = _Column("", measures, "left")
+    columns = [_Column(name, [c[m] for m in measures]) for name, c in cells.items()]
+    return _fitted("Incrementality vs control group", first, columns, width)
+
+
+def uplift_rows(report: Report) -> dict[str, Uplift]:
+    """The uplift of all variants together, then of each variant against the whole control group."""
+    return ({"all variants": report.uplift_total} if report.uplift_total else {}) | report.uplift_by_variant
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
     console = console or Console()
+    width = console.width
     console.rule(f"[bold]{report.campaign}[/bold] — {len(report.runs)} run(s)")
     for alert in report.alerts:
         console.print(f"[bold red]ALERT[/bold red] {alert}")
     if report.funnel:
-        funnel = Table(title="Funnel (plan)", title_justify="left")
-        for col in ("step", "remaining", "removed", "why"):
-            funnel.add_column(col, justify="left" if col in ("step", "why") else "right")
-        for step in report.funnel:
-            funnel.add_row(
-                str(step.get("step", "")),
-                f"{step.get('remaining', '')}",
-                f"{step.get('removed', '') or ''}",
-                str(step.get("reason", "") or ""),
-            )
-        console.print(funnel)
-    console.print(_figures_table("Responses", {"total": report.totals}))
-    console.print(_figures_table("Per variant", report.by_variant))
-    console.print(_figures_table("Per channel", report.by_channel))
-    console.print(_figures_table("Per locale", report.by_locale))
+        console.print(_funnel_table(report))
+    tables = _figures_tables("Responses", {"total": report.totals}, width)
+    for title, slices in (
+        ("Per variant", report.by_variant),
+        ("Per channel", report.by_channel),
+        ("Per locale", report.by_locale),
+    ):
+        tables += _figures_tables(title, slices, width)
+    for table in tables:
+        console.print(table)
     kv = Table(title="Rates and money", title_justify="left", show_header=False)
+    kv.add_column(no_wrap=True)
+    kv.add_column(justify="right", no_wrap=True)
     for k, v in {**rates(report.totals), **money(report)}.items():
         kv.add_row(k, v)
     console.print(kv)
-    up = Table(
-        title="Incrementality vs control group (95% CI; Newcombe, z-test, Welch)", title_justify="left"
-    )
-    up.add_column("")
-    for col in (
-        "treated",
-        "control",
-        "absolute uplift",
-        "relative uplift",
-        "revenue / customer",
-        "p-value",
-        "conclusion",
-    ):
-        up.add_column(col)
-    rows = ({"all variants": report.uplift_total} if report.uplift_total else {}) | report.uplift_by_variant
-    for label, u in rows.items():
-        up.add_row(label, *uplift_row(u).values())
-    console.print(up)
+    if uplift_rows(report):
+        for table in _uplift_tables(report, width):
+            console.print(table)
+        console.print(METHODS, style="dim")
+        for name, u in uplift_rows(report).items():
+            console.print(f"[bold]{name}:[/bold] {u.conclusion}")
     if len(report.runs) > 1:
-        console.print(_runs_table(report))
+        for table in _runs_tables(report, width):
+            console.print(table)
 
 
-def _runs_table(report: Report) -> Table:
-    table = Table(title="Runs compared", title_justify="left")
-    for col in ("run", "status", "sent", "delivered", "clicked", "converted", "revenue", "uplift (pts)"):
-        table.add_column(col)
+def _runs_tables(report: Report, width: int) -> list[Table]:
+    first = _Column("run", [r.key for r in report.runs], "left")
+    values: dict[str, list[str]] = {
+        k: [] for k in ("status", "sent", "delivered", "clicked", "converted", "revenue", "uplift (pts)")
+    }
     for r in report.runs:
         u = r.uplift.absolute if r.uplift else None
-        table.add_row(
-            r.key,
-            r.status,
-            f"{r.figures.sent:,}",
-            f"{r.figures.delivered:,}",
-            f"{r.figures.clicked:,}",
-            f"{r.figures.converted:,}",
-            euros(r.figures.revenue_cents),
-            "—" if u is None else f"{u.estimate * 100:+.2f} [{u.low * 100:+.2f}, {u.high * 100:+.2f}]",
+        values["status"].append(r.status)
+        for n in ("sent", "delivered", "clicked", "converted", "revenue"):
+            values[n].append(figure_cells(r.figures, (n,))[0])
+        values["uplift (pts)"].append(
+            "—" if u is None else f"{u.estimate * 100:+.2f} [{u.low * 100:+.2f}, {u.high * 100:+.2f}]"
         )
-    return table
+    columns = [_Column(k, v, "left" if k == "status" else "right") for k, v in values.items()]
+    return _fitted("Runs compared", first, columns, width)
 
 
 # ---------------------------------------------------------------- files
@@ -182,12 +272,12 @@ def write_csv(report: Report, path: Path) -> Path:
             ("run", {r.key: r.figures for r in report.runs}),
         ]
         for scope, slices in scopes:
-            for label, f in slices.items():
+            for name, f in slices.items():
                 writer.writerow(
                     [
                         report.campaign,
                         scope,
-                        label,
+                        name,
                         *(getattr(f, n) for n in COLUMNS),
                         f"{f.revenue_cents / 100:.2f}",
                     ]
@@ -209,13 +299,13 @@ def write_csv(report: Report, path: Path) -> Path:
             ]
         )
         rows = ({"all": report.uplift_total} if report.uplift_total else {}) | report.uplift_by_variant
-        for label, u in rows.items():
+        for name, u in rows.items():
             a = u.absolute
             writer.writerow(
                 [
                     report.campaign,
                     "uplift",
-                    label,
+                    name,
                     u.treated_n,
                     u.treated_conversions,
                     u.control_n,
@@ -228,7 +318,7 @@ def write_csv(report: Report, path: Path) -> Path:
 
 
 def _charts(report: Report) -> dict[str, str]:
-    funnel_items = [(str(s.get("step")), float(s.get("remaining") or 0)) for s in report.funnel]
+    funnel_items = [(str(s["step"]), float(s.get("count") or 0)) for s in report.funnel]
     t = report.totals
     response_items = [
         (n, float(getattr(t, n))) for n in ("targeted", "sent", "delivered", "opened", "clicked", "converted")
@@ -237,10 +327,8 @@ def _charts(report: Report) -> dict[str, str]:
     for hour, kind, count in report.timeline:
         series.setdefault(kind, []).append((hour, count))
     uplift_items = [
-        (label, u.absolute.estimate * 100, u.absolute.low * 100, u.absolute.high * 100)
-        for label, u in (
-            ({"all variants": report.uplift_total} if report.uplift_total else {}) | report.uplift_by_variant
-        ).items()
+        (name, u.absolute.estimate * 100, u.absolute.low * 100, u.absolute.high * 100)
+        for name, u in uplift_rows(report).items()
         if u.absolute is not None
     ]
     return {
@@ -259,9 +347,11 @@ def write_html(report: Report, path: Path) -> Path:
         charts=_charts(report),
         rates=rates(report.totals),
         money=money(report),
-        columns=COLUMNS,
-        uplift_rows=({"all variants": report.uplift_total} if report.uplift_total else {})
-        | report.uplift_by_variant,
+        figure_groups=FIGURE_GROUPS,
+        figure_cells=figure_cells,
+        label=label,
+        methods=METHODS,
+        uplift_rows=uplift_rows(report),
         uplift_row=uplift_row,
         euros=euros,
         generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
