@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from relance.models import CampaignRun, Customer, Event, LedgerEntry, Order
+from relance.models import CampaignRun, Customer, Event, LedgerEntry, Order, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -239,11 +239,12 @@ def message_rows(
     conn: Connection,
     *,
     window_days: int,
-    until: datetime,
+    until: datetime | None = None,
     since: datetime | None = None,
     history: OrderHistory | None = None,
 ) -> pd.DataFrame:
-    """One row per past message or control row whose conversion window closed before ``until``.
+    """One row per past message or control row whose conversion window closed before ``until`` (now if
+    not given).
 
     Columns: key (ledger id), customer_id, channel, campaign, run_id, in_control, ref_j, the
     NUMERIC_FEATURES, and outcomes within ``window_days``: responded (human open, click or
@@ -251,7 +252,7 @@ def message_rows(
     count future responses as "no response": those rows are left out.
     """
     ref = reference_time()
-    last_ref = until - timedelta(days=window_days)
+    last_ref = (until or utcnow()) - timedelta(days=window_days)
     conds = [
         LEDGER.c.status.in_((*SENT_STATUSES, CONTROL_STATUS)),
         ref < literal(last_ref, UTCDateTime()),

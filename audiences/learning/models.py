@@ -221,9 +221,10 @@ def _meta(name: str, seed: int, started: datetime, **fields: Any) -> dict[str, A
 # --------------------------------------------------------------------------
 
 
-def message_rows(engine: Engine, now: datetime, settings: Settings | None = None) -> Any:
+def message_rows(engine: Engine, now: datetime | None, settings: Settings | None = None) -> Any:
     """The past messages with their features at send time and outcomes: what response and uplift learn
-    from. Built once when both are trained (:func:`shared_rows`): about half of each one's time."""
+    from. Built once when both are trained (:func:`shared_rows`): about half of each one's time.
+    ``now`` None: as of this instant."""
     s = settings or get_settings()
     with engine.connect() as conn:
         return dataset.message_rows(conn, window_days=s.learning_window_days, until=now)
@@ -233,7 +234,7 @@ MESSAGE_MODELS = ("response", "uplift")
 
 
 def shared_rows(
-    names: list[str], engine: Engine, now: datetime, settings: Settings | None = None
+    names: list[str], engine: Engine, now: datetime | None, settings: Settings | None = None
 ) -> dict[str, Any]:
     """``train`` options for training ``names`` in a row: the message rows, read once for two models."""
     if sum(registry.canonical(n) in MESSAGE_MODELS for n in names) < 2:

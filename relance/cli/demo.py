@@ -19,6 +19,12 @@ from relance.cli.app import app
 from relance.cli.common import console, fail
 
 PARIS = ZoneInfo("Europe/Paris")
+# The demo's simulated world (tracking.simulate.Rates: purchases within each campaign's window). Every
+# customer buys on their own with the same probability, treated or held out; winback's offer brings
+# lapsed buyers back (+8 points where the message arrives), while the flash sale reaches fashion fans
+# who would have bought anyway (no effect). The reports show one campaign that pays and one that does
+# not; campaigns not named here get Rates()'s default effect.
+DEMO_LIFT = {"winback": 0.08, "flash-sale": 0.0}
 
 
 def last_sms_slot(now: datetime) -> datetime:
@@ -53,7 +59,8 @@ def _step(title: str) -> float:
 
 @app.command("demo")
 def demo(
-    customers: int = typer.Option(5000, "--customers", min=100, help="Size of the demo customer base"),
+    # 10,000: winback's control group (10 %) holds ~160 customers, enough for the report to conclude
+    customers: int = typer.Option(10_000, "--customers", min=100, help="Size of the demo customer base"),
     seed: int = typer.Option(42, "--seed", help="Seed of the demo data and the simulated responses"),
     fresh: bool = typer.Option(True, "--fresh/--keep", help="Start from an empty database and outbox"),
 ) -> None:
@@ -119,10 +126,11 @@ def demo(
 
     _step("4. Simulated responses through the tracking endpoints")
     from tracking.attribution import attribute
-    from tracking.simulate import simulate_responses
+    from tracking.simulate import Rates, simulate_responses
 
     for i, (campaign, run_id) in enumerate(runs):
-        counts = simulate_responses(run_id, seed=seed + i)
+        rates = Rates(lift=DEMO_LIFT[campaign]) if campaign in DEMO_LIFT else None
+        counts = simulate_responses(run_id, seed=seed + i, rates=rates)
         console().print(f"{campaign}: {counts}")
     with engine.begin() as conn:
         attribute(conn)
