@@ -1,14 +1,22 @@
 """The provider protocol: what the send flow hands a provider and what it gets back.
 
 One small surface for every channel and provider (outbox, null, smtp, sendgrid, twilio, fcm):
-``send_batch(messages) -> results``, one result per message, never raising for one message's
-failure. Providers classify their errors into ``SendError`` so that retries (channels.retry),
-the circuit breaker (channels.circuit) and the consent effects (channels.effects) are written
-once, not once per provider.
+``send_batch(messages, on_result=None) -> results``, one result per message, never raising for one
+message's failure. ``on_result`` is called with each result as soon as it is known (from any thread:
+the HTTP providers run on their own loop), so the send flow commits outcomes while the rest of the
+batch is still in flight and a crash leaves unknown only what was really in flight
+(tracking.outcomes). ``in_flight`` says how many requests a provider holds at once (None: it answers
+a whole call at once, like the outbox); the flow hands it chunks under that bound.
+
+Providers classify their errors into ``SendError`` so that retries (channels.retry), the circuit
+breaker (channels.circuit) and the consent effects (channels.effects) are written once, not once
+per provider. Providers that keep their own record of what they wrote (the outbox) also offer
+``written(ledger_ids) -> {ledger_id: provider_message_id}`` for reconciliation after a crash.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -91,20 +99,38 @@ class SendError(Exception):
         self.code = code
 
 
+OnResult = Callable[[SendResult], None]
+
+
 @runtime_checkable
 class Provider(Protocol):
-    """What the send flow uses. ``name`` is recorded on the ledger row (``ledger.provider``)."""
+    """What the send flow uses. ``name`` is recorded on the ledger row (``ledger.provider``).
+
+    ``in_flight``: at most this many requests at once (the flow's bound on rows in ``sending``);
+    None when a call is answered as a whole (outbox, null).
+    """
 
     name: str
     channel: str
+    in_flight: int | None
 
-    async def send_batch(self, messages: list[Outbound]) -> list[SendResult]:
-        """Send concurrently under the provider's rate limit; one result per message, in order."""
+    async def send_batch(
+        self, messages: list[Outbound], on_result: OnResult | None = None
+    ) -> list[SendResult]:
+        """Send concurrently under the provider's rate limit; one result per message, in order, each
+        also passed to ``on_result`` as soon as it is known."""
         ...
 
     async def aclose(self) -> None:
         """Release connections and threads; the provider is not used afterwards."""
         ...
+
+
+def report(results: Iterable[SendResult], on_result: OnResult | None) -> None:
+    """Hand finished results to ``on_result`` (providers that answer a call as a whole)."""
+    if on_result is not None:
+        for result in results:
+            on_result(result)
 
 
 def cost_units(message: Outbound) -> float | None:

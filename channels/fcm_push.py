@@ -21,7 +21,7 @@ import asyncio
 import threading
 
 from channels import http_json
-from channels.base import EFFECT_DEVICE, Outbound, SendError, SendResult
+from channels.base import EFFECT_DEVICE, OnResult, Outbound, SendError, SendResult
 from channels.ratelimit import bucket_for
 from channels.retry import RetryPolicy, parse_retry_after
 
@@ -102,9 +102,16 @@ class FcmProvider:
             }
         }
 
-    async def send_batch(self, messages: list[Outbound]) -> list[SendResult]:
-        """Sent on the provider's own loop: its pooled connections outlive the batch (http_json.IoLoop)."""
-        return await self.io.send_all(messages, self._send_one, self.policy, self.bucket)
+    async def send_batch(
+        self, messages: list[Outbound], on_result: OnResult | None = None
+    ) -> list[SendResult]:
+        """Sent on the provider's own loop: its pooled connections outlive the batch (http_json.IoLoop).
+        ``on_result`` is called on that loop's thread."""
+        return await self.io.send_all(messages, self._send_one, self.policy, self.bucket, on_result)
+
+    @property
+    def in_flight(self) -> int:
+        return max(1, self.concurrency)
 
     async def _send_one(self, http, m: Outbound) -> str | None:
         token = await self._token()

@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 import aiohttp
 from multidict import CIMultiDict
 
-from channels.base import Outbound, SendError, SendResult
+from channels.base import OnResult, Outbound, SendError, SendResult
 from channels.ratelimit import TokenBucket
-from channels.retry import RetryPolicy, run_concurrently
+from channels.retry import RetryPolicy, send_with_retry
 
 T = TypeVar("T")
 
@@ -83,15 +83,17 @@ class IoLoop:
         send_one: Callable[[aiohttp.ClientSession, Outbound], Awaitable[str | None]],
         policy: RetryPolicy,
         bucket: TokenBucket | None,
+        on_result: OnResult | None = None,
     ) -> list[SendResult]:
         """A batch on this loop: each message through ``send_one(session, message)``, concurrently,
-        retried per ``policy``; the pooled connections outlive the batch."""
+        retried per ``policy``; the pooled connections outlive the batch. ``on_result`` is called on
+        this loop's thread as each message finishes."""
         if not messages:
             return []
 
         async def batch() -> list[SendResult]:
             send = lambda m: send_one(self.http, m)  # noqa: E731
-            return await run_concurrently(messages, send, policy, bucket, self.slots)
+            return await run_reporting(messages, send, policy, bucket, self.slots, on_result)
 
         return await self.run(batch)
 
@@ -107,6 +109,26 @@ class IoLoop:
 
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(close(), loop))
         loop.call_soon_threadsafe(loop.stop)
+
+
+async def run_reporting(
+    messages: list[Outbound],
+    send_one: Callable[[Outbound], Awaitable[str | None]],
+    policy: RetryPolicy,
+    bucket: TokenBucket | None,
+    slots: asyncio.Semaphore,
+    on_result: OnResult | None,
+) -> list[SendResult]:
+    """channels.retry.run_concurrently, and each result handed to ``on_result`` as soon as it is known
+    (the send flow commits it then: a crash leaves unknown only the requests still in flight)."""
+
+    async def one(m: Outbound) -> SendResult:
+        result = await send_with_retry(m, send_one, policy, bucket, slots)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    return list(await asyncio.gather(*(one(m) for m in messages)))
 
 
 def session(concurrency: int, timeout: float, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:

@@ -11,6 +11,10 @@ appended in ONE ``write`` on an ``O_APPEND`` descriptor under an exclusive ``flo
 of two batches never interleave; each .eml has its own file named by ledger id (a re-sent
 message overwrites its own file, nothing else). Cheap: the file work of a batch runs in one
 worker thread, not one call per message.
+
+The outbox is its own witness: after a crash, ``written(ledger_ids)`` says which messages are in
+its files (sent) and which are not (never written: they may be written again), so the ledger
+needs no ``unknown`` for this provider (tracking.reconcile).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import fcntl
 import json
 import os
 import re
+from collections.abc import Iterable
 from email.utils import formataddr
 from pathlib import Path
 from typing import Any
 
-from channels.base import Outbound, SendResult, sent
+from channels.base import OnResult, Outbound, SendResult, report, sent
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_LEDGER_ID = re.compile(rb'^\{"ledger_id": (\d+),', re.MULTILINE)  # how _common() starts every line
 
 
 def _safe(name: str) -> str:
@@ -60,6 +66,7 @@ class OutboxProvider:
     """Writes instead of sending; provider message id ``outbox-<ledger_id>``."""
 
     name = "outbox"
+    in_flight = None  # a call is written as a whole (one append), and the files say what was written
 
     def __init__(self, channel: str, settings=None) -> None:
         from relance.settings import get_settings
@@ -69,11 +76,31 @@ class OutboxProvider:
         self.root = Path(settings.outbox_dir)
         self.sender = formataddr((settings.sender_name, settings.sender_email))
 
-    async def send_batch(self, messages: list[Outbound]) -> list[SendResult]:
+    async def send_batch(
+        self, messages: list[Outbound], on_result: OnResult | None = None
+    ) -> list[SendResult]:
         if not messages:
             return []
         await asyncio.to_thread(self._write_batch, messages)
-        return [sent(m, f"outbox-{m.ledger_id}") for m in messages]
+        results = [sent(m, f"outbox-{m.ledger_id}") for m in messages]
+        report(results, on_result)
+        return results
+
+    def written(self, ledger_ids: Iterable[int]) -> dict[int, str]:
+        """Which of ``ledger_ids`` this channel's outbox holds -> their provider message id.
+
+        A line of ``<channel>.jsonl`` is the proof: it is appended in one write after the .eml files
+        of its call, so an .eml without its line was not delivered to the outbox's record (writing it
+        again overwrites the same file). Scans the file once with a byte regex.
+        """
+        wanted = set(ledger_ids)
+        found: set[int] = set()
+        path = self.root / f"{self.channel}.jsonl"
+        if wanted and path.exists():
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22) + fh.readline(), b""):
+                    found.update(i for i in map(int, _LEDGER_ID.findall(chunk)) if i in wanted)
+        return {i: f"outbox-{i}" for i in sorted(found)}
 
     def _write_batch(self, messages: list[Outbound]) -> None:
         if self.channel == "email":

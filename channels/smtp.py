@@ -1,9 +1,10 @@
 """E-mail over SMTP (``email_provider = "smtp"``): a relay, Postfix, or a provider's SMTP endpoint.
 
 Why aiosmtplib rather than smtplib in threads: the rest of a batch is asyncio already, an SMTP
-session is a sequence of awaits, and a few sessions in one event loop cost no threads. A batch
-opens ``settings.smtp_concurrency`` connections; each is reused for its share of the messages
-(taken from a shared queue) and reopened after an error.
+session is a sequence of awaits, and a few sessions in one event loop cost no threads. A provider
+(one per batch) opens at most ``settings.smtp_concurrency`` connections; each is reused for its
+share of the messages of every call (the flow hands a batch over in chunks), reopened after an
+error and closed by ``aclose``.
 
 Errors: 5xx on RCPT 550/551/553 (no such mailbox) = permanent with effect ``invalid``; other
 5xx permanent; 4xx (greylisting, try again later) and connection failures retryable; a
@@ -19,7 +20,7 @@ from email.utils import formataddr, make_msgid
 
 import aiosmtplib
 
-from channels.base import EFFECT_INVALID, Outbound, SendError, SendResult
+from channels.base import EFFECT_INVALID, OnResult, Outbound, SendError, SendResult
 from channels.ratelimit import bucket_for
 from channels.retry import RetryPolicy, send_with_retry
 
@@ -77,11 +78,18 @@ class SmtpProvider:
         self.sender = formataddr((settings.sender_name, settings.sender_email))
         self.policy = RetryPolicy.from_settings(settings)
         self.bucket = bucket_for(self.name, settings)
+        self._idle: list[_Session] = []  # open sessions between calls of one batch
 
     def __repr__(self) -> str:
         return f"SmtpProvider(host={self.settings.smtp_host!r}, port={self.settings.smtp_port})"
 
-    async def send_batch(self, messages: list[Outbound]) -> list[SendResult]:
+    @property
+    def in_flight(self) -> int:
+        return max(1, self.settings.smtp_concurrency)
+
+    async def send_batch(
+        self, messages: list[Outbound], on_result: OnResult | None = None
+    ) -> list[SendResult]:
         if not messages:
             return []
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -90,18 +98,25 @@ class SmtpProvider:
         results: list[SendResult | None] = [None] * len(messages)
 
         async def worker() -> None:
-            session = _Session(self.settings)
+            session = self._idle.pop() if self._idle else _Session(self.settings)
             try:
                 while not queue.empty():
                     i = queue.get_nowait()
-                    results[i] = await send_with_retry(
+                    results[i] = result = await send_with_retry(
                         messages[i], lambda m: self._send_one(session, m), self.policy, self.bucket
                     )
+                    if on_result is not None:
+                        on_result(result)
             finally:
-                await session.quit()
+                self._idle.append(session)  # kept open for the next call of the batch
 
-        await asyncio.gather(*(worker() for _ in range(min(self.settings.smtp_concurrency, len(messages)))))
+        await asyncio.gather(*(worker() for _ in range(min(self.in_flight, len(messages)))))
         return [r for r in results if r is not None]
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for session in idle:
+            await session.quit()
 
     def message_bytes(self, m: Outbound, message_id: str, eight_bit: bool = True) -> bytes:
         """The message as sent: RenderedEmail.to_bytes (tens of µs; email.message's ~2 ms per e-mail);
@@ -139,9 +154,6 @@ class SmtpProvider:
             await _reset(smtp)
             raise _by_code(exc.code, "refused") from exc
         return message_id
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _by_code(code: int, what: str, effect: str | None = None) -> SendError:

@@ -21,9 +21,9 @@ import contextvars
 
 import aiohttp
 
-from channels.base import EFFECT_INVALID, EFFECT_STOP, Outbound, SendError, SendResult
+from channels.base import EFFECT_INVALID, EFFECT_STOP, OnResult, Outbound, SendError, SendResult
 from channels.ratelimit import bucket_for
-from channels.retry import RetryPolicy, parse_retry_after, run_concurrently
+from channels.retry import RetryPolicy, parse_retry_after
 
 EFFECT_BY_CODE = {21211: EFFECT_INVALID, 21614: EFFECT_INVALID, 21610: EFFECT_STOP}
 DESCRIPTION = {
@@ -94,7 +94,8 @@ class TwilioProvider:
         self.concurrency = settings.twilio_concurrency
         self.policy = RetryPolicy.from_settings(settings)
         self.bucket = bucket_for(self.name, settings)
-        self._client = None
+        self._client = None  # (twilio Client, its aiohttp client): made at the first call, closed by aclose
+        self._slots = None
 
     def __repr__(self) -> str:
         return f"TwilioProvider(account={self.settings.twilio_account_sid!r})"
@@ -109,17 +110,27 @@ class TwilioProvider:
             client.api.base_url = s.twilio_base_url.rstrip("/")
         return client, http
 
-    async def send_batch(self, messages: list[Outbound]) -> list[SendResult]:
-        """A client (and its aiohttp session) per batch: each batch runs in its own event loop."""
+    @property
+    def in_flight(self) -> int:
+        return max(1, self.concurrency)
+
+    async def send_batch(
+        self, messages: list[Outbound], on_result: OnResult | None = None
+    ) -> list[SendResult]:
+        """A client (and its aiohttp session) per provider, i.e. per batch and event loop: the flow
+        hands a batch over in chunks, which share its connections and its ``concurrency`` slots."""
+        import asyncio
+
+        from channels.http_json import run_reporting
+
         if not messages:
             return []
-        client, http = self._make_client()
-        try:
-            return await run_concurrently(
-                messages, lambda m: self._send_one(client, m), self.policy, self.bucket, self.concurrency
-            )
-        finally:
-            await http.close()
+        if self._client is None:
+            self._client = self._make_client()
+            self._slots = asyncio.Semaphore(self.in_flight)
+        client, _ = self._client
+        send = lambda m: self._send_one(client, m)  # noqa: E731
+        return await run_reporting(messages, send, self.policy, self.bucket, self._slots, on_result)
 
     async def _send_one(self, client, m: Outbound) -> str:
         from twilio.base.exceptions import TwilioRestException
@@ -164,4 +175,6 @@ class TwilioProvider:
         return SendError(text, effect=EFFECT_BY_CODE.get(code), code=code)
 
     async def aclose(self) -> None:
-        return None
+        held, self._client = self._client, None
+        if held is not None:
+            await held[1].close()

@@ -87,3 +87,18 @@ def test_configuration_errors_say_what_to_write(settings, monkeypatch, channel, 
 
 def test_secrets_never_in_repr(sendgrid_env, twilio_env):
     assert "SG." not in repr(get_provider("email")) and "fake-auth-token" not in repr(get_provider("sms"))
+
+
+def test_outbox_reports_each_result_and_knows_what_it_wrote(settings):
+    sms = get_provider("sms")
+    reported = []
+    res = asyncio.run(
+        sms.send_batch(
+            [messages.sms(i, "+33612345678", customer_id=i) for i in (5, 6)], on_result=reported.append
+        )
+    )
+    assert reported == res and sms.in_flight is None  # answered as a whole: the flow sends one call
+    asyncio.run(sms.send_batch([messages.sms(1005, "+33612345678", customer_id=7)]))
+    # the file is the witness after a crash: 5, 6 and 1005 were written, 50 and 100 never were
+    assert sms.written([5, 50, 6, 100, 1005]) == {5: "outbox-5", 6: "outbox-6", 1005: "outbox-1005"}
+    assert get_provider("push").written([5]) == {}  # another channel's file

@@ -111,3 +111,21 @@ def test_missing_key_names_the_variable(settings, monkeypatch):
     get_settings.cache_clear()
     with pytest.raises(ProviderConfigError, match="RELANCE_SENDGRID_API_KEY"):
         get_provider("email")
+
+
+def test_each_result_is_reported_as_it_comes_back(sendgrid_env):
+    provider = get_provider("email")
+    reported = []
+
+    def on_result(result):
+        reported.append((result.ledger_id, result.status))
+
+    sendgrid_env.fail_next(1, 503)  # the first request is retried: its result comes back last
+    res = asyncio.run(
+        provider.send_batch([messages.email(i, f"c{i}@example.com") for i in (1, 2, 3)], on_result)
+    )
+    assert (
+        sorted(reported) == [(r.ledger_id, r.status) for r in res] == [(1, "sent"), (2, "sent"), (3, "sent")]
+    )
+    assert reported[-1][0] == 1 and provider.in_flight == 256
+    asyncio.run(provider.aclose())

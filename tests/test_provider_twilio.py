@@ -17,7 +17,14 @@ STOP, INVALID, LANDLINE = "+15005550004", "+15005550001", "+15005550009"
 
 def _send(msgs):
     provider = get_provider("sms")
-    return asyncio.run(provider.send_batch(msgs))
+
+    async def batch():
+        try:
+            return await provider.send_batch(msgs)
+        finally:
+            await provider.aclose()  # the client lives as long as the provider (the chunks of a batch)
+
+    return asyncio.run(batch())
 
 
 def test_success_stores_sid_and_sends_service_and_callback(twilio_env, settings):

@@ -6,14 +6,18 @@ The protocol (DESIGN.md, "Exactly once"), per batch:
 2. load its planned rows with the customer, features, device and
    recommendations in ONE query, and render each message (a template error
    fails that one message);
-3. mark the rows ``sending`` and COMMIT, before any provider call;
-4. call the provider(s), then write ``sent``/``failed``/``unknown`` with the
-   provider ids, apply permanent-error effects (consent, suppression) and mark
-   the batch done, in ONE transaction.
+3. hand the messages to the provider in chunks (tracking.outcomes): a chunk's
+   rows are marked ``sending`` and COMMITTED just before it leaves, never more
+   rows than the provider holds requests in flight (``in_flight``);
+4. commit each ``sent``/``failed``/``unknown`` outcome with its provider id and
+   its permanent-error effects (consent, suppression) as it comes back, in small
+   groups; then mark the batch done.
 
-A process killed between 3 and 4 leaves rows in ``sending``; whoever claims the
-batch next turns them into ``unknown`` ("outcome unknown after crash") and does
-not send them again. Claims by a dead process are taken over at once when it
+A process killed between 3 and 4 leaves rows in ``sending``, at most the
+provider's ``in_flight`` per channel; whoever claims the batch next turns them
+into ``unknown`` ("outcome unknown after crash") and does not send them again,
+except where the provider itself says what it got (the outbox's files:
+tracking.reconcile). Claims by a dead process are taken over at once when it
 ran on this host (its pid is gone), otherwise after ``claim_timeout`` seconds.
 
 Flows (flows/run_campaign.py) and workers (``relance work``) are thin loops
@@ -50,7 +54,7 @@ from relance.models import (
 )
 from relance.settings import get_settings
 from relance.spec import Campaign
-from tracking import ledger
+from tracking import ledger, outcomes, reconcile
 from tracking.alerts import pause_if_crossed
 
 log = logging.getLogger(__name__)
@@ -405,6 +409,7 @@ def process_batch(engine: Engine, ctx: SendContext, batch: int) -> BatchOutcome:
         _stop_paused(engine, ctx, batch)  # raises RunPaused
     with engine.begin() as conn:
         ledger.mark_unknown_after_crash(conn, ctx.run_id, batch)  # a previous claimer died mid-call
+        reconcile.settle_unknown(conn, ctx.run_id, batch)  # the outbox says which of those it wrote
         recipients = load_batch(conn, ctx.run_id, batch)
 
     counts: dict[str, int] = defaultdict(int)
@@ -449,44 +454,22 @@ def process_batch(engine: Engine, ctx: SendContext, batch: int) -> BatchOutcome:
     open_channel = next((ch for ch in outbound if _breaker_open(ctx, ch)), None)
     if open_channel is not None:
         _pause(engine, ctx, batch, open_channel)  # raises RunPaused
-    with engine.begin() as conn:  # COMMIT before any provider call: the crash-safety line
+    with engine.begin() as conn:
         _finish_unsent(conn, skipped, Status.skipped)
         _finish_unsent(conn, failed, Status.failed)
-        _mark_sending(conn, [o.ledger_id for msgs in outbound.values() for o in msgs])
     counts[str(Status.skipped)] += len(skipped)
     counts[str(Status.failed)] += len(failed)
 
-    # ---- the provider calls: rows are committed as `sending` -------------
-    results = asyncio.run(_send_all(ctx, outbound)) if outbound else []
+    # ---- the provider calls: each chunk committed `sending` just before it leaves, each outcome
+    # committed as it comes back (tracking.outcomes: a crash leaves unknown only what was in flight)
+    if outbound:
+        sent_counts = asyncio.run(
+            outcomes.send_all(engine, outbound, ctx.providers, ctx.breakers, ctx.limiters, ctx.run_id)
+        )
+        for status, n in sent_counts.items():
+            counts[status] += n
 
     with engine.begin() as conn:
-        rows = []
-        for provider_name, res in results:
-            for r in res:
-                status = str(r.status)
-                counts[status] += 1
-                rows.append(
-                    {
-                        "ledger_id": r.ledger_id,
-                        "status": status,
-                        "provider": provider_name,
-                        "provider_message_id": r.provider_message_id,
-                        "reason": r.error,
-                        "attempts": r.attempts,
-                        "cost_units": getattr(r, "cost_units", None),
-                    }
-                )
-        ledger.record_results(conn, rows)
-        answered = {r["ledger_id"] for r in rows}
-        missing = [o.ledger_id for msgs in outbound.values() for o in msgs if o.ledger_id not in answered]
-        if missing:  # a provider that forgets a message: we cannot know whether it left
-            conn.execute(
-                update(LEDGER)
-                .where(LEDGER.c.id.in_(missing), LEDGER.c.status == str(Status.sending))
-                .values(status=str(Status.unknown), reason="provider gave no result", updated_at=utcnow())
-            )
-            counts[str(Status.unknown)] += len(missing)
-        _apply_effects(conn, [r for _, res in results for r in res if not isinstance(r, _Unknown)])
         conn.execute(
             update(BATCHES)
             .where(BATCHES.c.run_id == ctx.run_id, BATCHES.c.batch == batch)
@@ -529,70 +512,9 @@ def _finish_unsent(conn: Connection, rows: list[tuple[int, str]], status: Status
     )
 
 
-def _mark_sending(conn: Connection, ids: list[int]) -> None:
-    for start in range(0, len(ids), 900):
-        conn.execute(
-            update(LEDGER)
-            .where(LEDGER.c.id.in_(ids[start : start + 900]), LEDGER.c.status == str(Status.planned))
-            .values(status=str(Status.sending), attempts=LEDGER.c.attempts + 1, updated_at=utcnow())
-        )
-
-
 def _breaker_open(ctx: SendContext, channel: str) -> bool:
     breaker = ctx.breakers.get(channel)
     return bool(breaker is not None and not breaker.allow())
-
-
-async def _send_all(ctx: SendContext, outbound: dict[str, list[Any]]) -> list[tuple[str, list[Any]]]:
-    """Each channel's messages go to its provider concurrently, under its rate limit and breaker."""
-
-    async def one(channel: str, msgs: list[Any]) -> tuple[str, list[Any]]:
-        # a provider per batch and event loop: HTTP clients are bound to the loop that made them
-        provider = ctx.providers(channel)
-        try:
-            limiter = ctx.limiters.get(channel)
-            if limiter is not None:
-                await limiter.acquire(len(msgs))
-            results = await provider.send_batch(msgs)
-        finally:
-            await provider.aclose()
-        breaker = ctx.breakers.get(channel)
-        if breaker is not None:
-            breaker.record(results)
-        return provider.name, results
-
-    channels = list(outbound)
-    answers = await asyncio.gather(*(one(ch, outbound[ch]) for ch in channels), return_exceptions=True)
-    results: list[tuple[str, list[Any]]] = []
-    for channel, answer in zip(channels, answers, strict=True):
-        if isinstance(answer, BaseException):
-            # the provider raised mid-call: some messages may have left; never guess, never resend
-            log.error("run %s: %s provider raised %s", ctx.run_id, channel, type(answer).__name__)
-            reason = f"provider error ({type(answer).__name__}): outcome unknown"
-            results.append((channel, [_Unknown(o.ledger_id, reason) for o in outbound[channel]]))
-        else:
-            results.append(answer)
-    return results
-
-
-@dataclass
-class _Unknown:
-    """The result of a message whose provider call raised: recorded as ``unknown``."""
-
-    ledger_id: int
-    error: str
-    status: str = "unknown"
-    provider_message_id: str | None = None
-    retryable: bool = False
-    effect: str | None = None
-    attempts: int = 1
-
-
-def _apply_effects(conn: Connection, results: list[Any]) -> None:
-    from channels.effects import apply_effects
-
-    if results:
-        apply_effects(conn, results)
 
 
 # --------------------------------------------------------------------------
@@ -650,6 +572,12 @@ class PreparedRun:
     path: str
     recorded: int  # ledger rows of the run
     requeued: int  # unknown rows put back on the operator's request
+    reconciled: int = 0  # rows of the run once unknown, settled by evidence (outbox files, webhooks)
+    replanned: int = 0  # unknown rows the outbox proved never written: planned again by this start
+
+    def unknown_handling(self) -> dict[str, int]:
+        """What this start did to unknown outcomes: for the run's summary and the CLI's message."""
+        return {"requeued": self.requeued, "reconciled": self.reconciled, "replanned": self.replanned}
 
 
 def default_run_key(campaign: Campaign, now: datetime) -> str:
@@ -696,11 +624,11 @@ def prepare_run(
         recorded = conn.execute(select(func.count()).where(LEDGER.c.run_id == run_id)).scalar_one()
         if run_status(conn, run_id) in ("paused", "failed"):  # resuming: the run goes on
             ledger.set_run_status(conn, run_id, "running")
-    requeued = 0
-    if resend_unknown:
-        with engine.begin() as conn:
-            requeued = ledger.requeue_unknown(conn, run_id)
-    return PreparedRun(run_id, key, campaign, str(path), recorded, requeued)
+    with engine.begin() as conn:  # evidence first: what the outbox holds is sent, what it lacks planned
+        settled = reconcile.settle_unknown(conn, run_id)
+        requeued = ledger.requeue_unknown(conn, run_id) if resend_unknown else 0
+        reconciled = reconcile.reconciled_count(conn, run_id)
+    return PreparedRun(run_id, key, campaign, str(path), recorded, requeued, reconciled, settled.replanned)
 
 
 def run_status(conn: Connection, run_id: int) -> str:
@@ -758,6 +686,7 @@ def summarize(engine: Engine, run_id: int) -> dict[str, Any]:
             by_channel[channel][status] = n
             totals[status] += n
         unknown = ledger.unknown_rows(conn, run_id)
+        reconciled = reconcile.reconciled_count(conn, run_id)
     return {
         "run_id": run_id,
         "key": run["key"],
@@ -767,6 +696,7 @@ def summarize(engine: Engine, run_id: int) -> dict[str, Any]:
         "counts": dict(by_channel),
         "totals": dict(totals),
         "unknown": unknown,
+        "reconciled": reconciled,  # once unknown, settled by the provider's evidence (never re-sent)
         "funnel": json.loads(run["funnel"]) if run["funnel"] else None,
         "outbox": str(get_settings().outbox_dir.resolve()),
     }
@@ -788,7 +718,9 @@ def run_direct(
     timeout = get_settings().claim_timeout_seconds if claim_timeout is None else claim_timeout
     with contextlib.suppress(RunPaused):  # the pause and its reason are on the run row
         work(engine, ctx, timeout)
-    return summarize(engine, run.run_id)
+    summary = summarize(engine, run.run_id)
+    summary.update(run.unknown_handling())
+    return summary
 
 
 def join_run(engine: Engine, key: str, path: str | None = None) -> PreparedRun:

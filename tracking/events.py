@@ -8,7 +8,9 @@ caller's transaction:
    message id for Twilio) and so to its customer and run;
 2. bulk-inserts the batch with ON CONFLICT DO NOTHING on
    (provider, provider_event_id): a redelivered webhook is stored once;
-3. for the events that were new only, raises ledger statuses set-based
+3. for the events that were new only, settles rows left ``unknown`` by a
+   crash with what the events prove (``processed`` = the provider accepted
+   it: ``sent``), raises ledger statuses set-based
    (``tracking.status.advance``) and applies consent and suppression changes
    (hard bounces, complaints, unsubscribes, STOP; resubscriptions), so a
    duplicate never records a second consent change.
@@ -32,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from audiences.consent import set_consent, suppress, unsuppress, withdraw
 from relance.models import ConsentStatus, Customer, Event, LedgerEntry, Status, utcnow
-from tracking.status import advance
+from tracking.status import advance, settle_unknown
 
 EVENT_TYPES = frozenset(
     {
@@ -62,6 +64,10 @@ _STATUS_OF = {
     "failed": Status.failed,
     "complained": Status.delivered,
 }
+
+# Events that prove the provider accepted a message without a status of their own: they settle a
+# row left ``unknown`` by a crash as ``sent`` (and change nothing on any other row).
+_ACCEPTED = frozenset({"processed", "deferred"})
 
 # Suppression reason applied (with consent withdrawal) by event type.
 _SUPPRESSING = {"complained": "complaint", "unsubscribed": "unsubscribed"}
@@ -175,6 +181,53 @@ def _row(e: NormalizedEvent, now: datetime) -> dict:
     }
 
 
+def _proven_status(e: NormalizedEvent) -> Status | None:
+    if e.type in _ACCEPTED:
+        return Status.sent
+    status = _STATUS_OF.get(e.type)
+    if e.machine and status in (Status.opened, Status.clicked):
+        return Status.delivered
+    return status
+
+
+def _settle_unknown(conn: Connection, events: list[NormalizedEvent]) -> int:
+    """Rows left ``unknown`` by a crash take what the provider's events prove (highest rank wins)."""
+    from relance.models import RANK
+
+    proving = [e for e in events if e.ledger_id is not None and _proven_status(e) is not None]
+    if not proving:
+        return 0
+    table = LedgerEntry.__table__
+    unknown: set[int] = set()
+    for chunk in _chunks(sorted({e.ledger_id for e in proving})):
+        unknown.update(
+            conn.execute(
+                select(table.c.id).where(table.c.id.in_(chunk), table.c.status == str(Status.unknown))
+            ).scalars()
+        )
+    best: dict[int, tuple[Status, NormalizedEvent]] = {}
+    for e in proving:
+        if e.ledger_id not in unknown:
+            continue
+        status = _proven_status(e)
+        held = best.get(e.ledger_id)
+        if held is None or RANK[status] > RANK[held[0]]:
+            best[e.ledger_id] = (status, e)
+    return settle_unknown(
+        conn,
+        [
+            {
+                "ledger_id": ledger_id,
+                "status": status,
+                "reason": f"reconciled: {e.provider} {e.type} event" + (f"; {e.reason}" if e.reason else ""),
+                "at": e.occurred_at,
+                "provider_message_id": e.provider_message_id,
+            }
+            for ledger_id, (status, e) in best.items()
+        ],
+    )
+
+
 def _advance_statuses(conn: Connection, events: list[NormalizedEvent]) -> int:
     groups: dict[tuple[Status, str | None], list[int]] = defaultdict(list)
     for e in events:
@@ -242,6 +295,6 @@ def store_events(conn: Connection, events: list[NormalizedEvent]) -> StoreResult
     result.new = [e for e in batch if (e.provider[:16], (e.provider_event_id or "")[:128]) in inserted]
     result.inserted = len(result.new)
     result.duplicates = len(events) - result.inserted
-    result.advanced = _advance_statuses(conn, result.new)
+    result.advanced = _settle_unknown(conn, result.new) + _advance_statuses(conn, result.new)
     _apply_consent(conn, result.new)
     return result

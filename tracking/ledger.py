@@ -248,11 +248,34 @@ def mark_unknown_after_crash(conn: Connection, run_id: int, batch: int | None = 
     ).rowcount
 
 
+def reopen_batches(conn: Connection, run_id: int) -> int:
+    """Batches marked done that hold planned rows again (settled as never sent) go back to pending."""
+    planned = (
+        select(LEDGER.c.batch)
+        .where(LEDGER.c.run_id == run_id, LEDGER.c.status == str(Status.planned))
+        .distinct()
+        .scalar_subquery()
+    )
+    reopened = conn.execute(
+        update(BATCHES)
+        .where(BATCHES.c.run_id == run_id, BATCHES.c.status == "done", BATCHES.c.batch.in_(planned))
+        .values(status="pending", claimed_by=None, claimed_at=None, finished_at=None)
+    ).rowcount
+    if reopened:
+        conn.execute(
+            update(RUNS)
+            .where(RUNS.c.id == run_id, RUNS.c.status == "completed")
+            .values(status="running", finished_at=None)
+        )
+    return reopened
+
+
 def requeue_unknown(conn: Connection, run_id: int) -> int:
     """Operator's ``--resend-unknown``: unknown rows go back to planned and their batches to pending.
 
-    The one deliberate backward move of the ledger, so it is explicit and logged
-    in the reason.
+    The one deliberate blind backward move of the ledger, so it is explicit and logged in the
+    reason. Call it after the evidence has been read (tracking.reconcile.settle_unknown; webhooks
+    settle rows as they arrive): what is left unknown here is truly unknown.
     """
     where = and_(LEDGER.c.run_id == run_id, LEDGER.c.status == str(Status.unknown))
     batches = select(LEDGER.c.batch).where(where).distinct().scalar_subquery()

@@ -92,6 +92,10 @@ def normalize(event: dict) -> NormalizedEvent:
         provider_event_id=event.get("sg_event_id"),
         occurred_at=_occurred(event),
         ledger_id=_ledger_id(event.get("ledger_id")),
+        # "<X-Message-Id>.filter...": the id our provider stored; it settles a row left unknown
+        provider_message_id=str(event["sg_message_id"]).split(".filter")[0]
+        if event.get("sg_message_id")
+        else None,
         channel="email",
         address=(event.get("email") or "").strip().lower() or None,
         raw=event,
