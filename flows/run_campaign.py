@@ -51,18 +51,35 @@ def _release(run: dispatch.PreparedRun) -> None:
     _contexts.pop((run.run_id, run.key), None)
 
 
-def _not_paused(task, task_run, state) -> bool:
-    """Retry a failed batch unless the run paused (an open breaker is not fixed by retrying now)."""
+# Faults that a retry 2 s later cannot fix: a campaign, segment, rule or provider setting written wrong
+# (SpecError, RuleError, SegmentError, SelectionError, ProviderConfigError and pydantic's errors are
+# ValueErrors; a missing template is a LookupError) and a run that cannot start as asked (RunError).
+CONFIG_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, ledger.RunError)
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry transient faults only (database busy or locked, provider or network timeouts).
+
+    Not a configuration error (the marketer must fix the file: retrying only delays the message),
+    nor a paused run (an open breaker or an alert is not fixed by retrying now). Anything else is
+    worth a retry: the ledger makes it safe.
+    """
     try:
         state.result()
-    except dispatch.RunPaused:
+    except (dispatch.RunPaused, *CONFIG_ERRORS):
         return False
-    except Exception:  # noqa: BLE001 - any other failure is worth a retry: the ledger makes it safe
+    except Exception:  # noqa: BLE001 - any other failure may be transient
         return True
     return True
 
 
-@task(name="record-audience", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(
+    name="record-audience",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_worth_retrying,
+    cache_policy=NO_CACHE,
+)
 def record_audience(
     campaign_path: str, run_key: str | None, now: str | None, resend_unknown: bool
 ) -> dispatch.PreparedRun:
@@ -89,7 +106,7 @@ def recover_claims(run: dispatch.PreparedRun) -> list[int]:
     name="send-batch",
     retries=2,
     retry_delay_seconds=1,
-    retry_condition_fn=_not_paused,
+    retry_condition_fn=_worth_retrying,
     cache_policy=NO_CACHE,
     task_run_name="send-batch-{batch}",
 )
@@ -199,7 +216,7 @@ def run_campaign(
         except Exception as exc:  # noqa: BLE001 - summarize first, then fail the flow run
             failures.append(exc)
     _release(run)
-    summary = summarize_run(quoted)
+    summary = summarize_run(quoted) | run.unknown_handling()
     if paused:
         get_run_logger().warning("run %s paused: %s", run.key, paused)
     if failures:
@@ -214,7 +231,7 @@ def run_campaign(
     name="send-claimed-batch",
     retries=2,
     retry_delay_seconds=1,
-    retry_condition_fn=_not_paused,
+    retry_condition_fn=_worth_retrying,
     cache_policy=NO_CACHE,
     task_run_name="send-batch-{batch}",
 )

@@ -153,6 +153,9 @@ class Settings(BaseSettings):
 
     # --- tracking -----------------------------------------------------------
     conversions_api_key: SecretStr | None = None
+    # Largest request body the tracking server reads (bytes); past it: 413, before reading the rest.
+    # SendGrid's event batches stay under about 768 KB; Twilio's and our forms are a few KB (issue 16).
+    tracking_max_body_bytes: int = Field(1_048_576, ge=1024)
 
 
 @lru_cache(maxsize=1)

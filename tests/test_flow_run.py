@@ -84,3 +84,34 @@ def test_send_run_flow_joins_a_recorded_run(prefect_harness, sqlite_engine, tmp_
     assert summary["status"] == "completed" and summary["totals"] == {"sent": 30}
     assert not run_campaign_module._contexts
     assert sorted(cid for _, cid in outbox_ledger_ids(tmp_path / "outbox")) == sorted(ids)
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect")
+def test_a_configuration_error_is_not_retried(prefect_harness, sqlite_engine, tmp_path, monkeypatch):
+    """Issue 16 (6): an unknown segment fails record-audience once, not after 2 retries 2 s apart."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from audiences.segments import SegmentError
+    from flows.run_campaign import run_campaign
+
+    use_tmp_dirs(monkeypatch, tmp_path)
+    seed_customers(sqlite_engine, 3)
+    path = write_campaign(tmp_path, control=0)
+    path.write_text(path.read_text() + "audience:\n  segment: new_customrs\n", encoding="utf-8")
+
+    state = run_campaign(str(path), run_key="bad:1", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(SegmentError, match="did you mean `new_customers`"):
+        state.result()
+
+    async def task_runs():
+        async with get_client() as client:
+            flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            return await client.read_task_runs(flow_run_filter=flow_runs)
+
+    [record] = [t for t in asyncio.run(task_runs()) if t.name.startswith("record-audience")]
+    assert record.state.is_failed() and record.run_count == 1

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, model_validator
@@ -97,6 +97,63 @@ class Store:
         return await run_in_threadpool(self.run, fn)
 
 
+class BodyTooLarge(HTTPException):
+    """A request body past the bound: 413 (an HTTPException, so FastAPI's body parsing lets it through)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body past ``limit`` bytes without reading all of it.
+
+    A declared Content-Length past the bound is answered 413 before the app runs; a chunked (or
+    lying) body is counted as it streams and stopped at the first chunk past the bound. Why our
+    own: neither Starlette nor uvicorn bounds request bodies, and a handler's ``request.body()``
+    holds the whole body in memory.
+    """
+
+    def __init__(self, app, limit: int) -> None:  # noqa: ANN001 - any ASGI app
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen, started = 0, False
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracking_send(message) -> None:  # noqa: ANN001
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send) -> None:  # noqa: ANN001
+        log.warning("refused %s %s: body larger than %d bytes", scope["method"], scope["path"], self.limit)
+        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)
+        response.headers["Connection"] = "close"  # the rest of the body is never read
+        await response(scope, receive, send)
+
+
 class ConversionIn(BaseModel):
     """A purchase reported by the shop: the customer by internal or external id."""
 
@@ -154,6 +211,7 @@ def create_app(
 
     app = FastAPI(title="relance tracking", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings, app.state.engine = settings, engine
+    app.add_middleware(BodyLimit, limit=settings.tracking_max_body_bytes)
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_request: Request, _exc: Unavailable) -> Response:

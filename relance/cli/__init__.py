@@ -20,4 +20,7 @@ def main() -> None:
     # small machine: `relance demo` timed out there on 2 cores running the tests. Set before Prefect
     # is imported (no command module imports it at load): it reads its settings once, at import.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Prefect's server sends usage telemetry to Prefect's servers: off unless the user turns it on.
+    # Offline it printed `ERROR | ... Failed to send telemetry` on every `relance run` (issue 16).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()

@@ -69,8 +69,12 @@ def run_cmd(
     """
     import os
 
+    from audiences.rules import RuleError
+    from audiences.selection import SelectionError
     from relance.cli.common import ensure_db, fail
+    from relance.cli.validation import refuse_broken_campaign
     from relance.settings import get_settings
+    from relance.spec_loader import SpecError
     from tracking import dispatch, ledger
 
     if ignore_alerts:
@@ -79,6 +83,7 @@ def run_cmd(
 
     if not campaign_file.is_file():
         fail(f"{campaign_file}: no such campaign file; write its path, e.g. campaigns/winback.yaml")
+    refuse_broken_campaign(campaign_file)  # before any Prefect start: a config error is not retried
     engine = ensure_db()
     try:
         if no_prefect:
@@ -87,13 +92,23 @@ def run_cmd(
             )
         else:
             from flows.run_campaign import run_campaign
+            from relance.cli.prefect_server import prefect_api
 
-            summary = run_campaign(
-                str(campaign_file), run_key=run_key, resend_unknown=resend_unknown, now=now
-            )
+            with prefect_api():  # a local API server that dies with this command, even on kill -9
+                summary = run_campaign(
+                    str(campaign_file), run_key=run_key, resend_unknown=resend_unknown, now=now
+                )
     except ledger.RunError as exc:
         fail(str(exc))
+    except (SpecError, RuleError, SelectionError) as exc:  # the file changed since the check above
+        fail(f"{campaign_file}: {exc}")
     _print_run_summary(summary)
+    if resend_unknown:  # issue 16: only what the providers' evidence left unknown is sent again
+        console().print(
+            f"--resend-unknown: {summary['requeued']} message(s) still unknown after "
+            f"reconciliation sent again; {summary['reconciled']} settled by the provider's "
+            "evidence (outbox files, webhooks) skipped"
+        )
     if summary["status"] == "paused":
         raise _typer.Exit(3)
 
@@ -145,8 +160,16 @@ def deploy_cmd(
     names = write_prefect_yaml(output)
     _typer.echo(f"{output}: {len(names)} deployment(s): {', '.join(names) or '(no scheduled campaign)'}")
     if apply:
-        applied = apply_deployments()
-        _typer.echo(f"registered on the Prefect API: {', '.join(applied) or 'nothing'}")
+        from relance.cli.prefect_server import prefect_api
+
+        with prefect_api() as local_url:
+            applied = apply_deployments()
+        where = (
+            "in the local Prefect database (PREFECT_HOME; set PREFECT_API_URL to use your Prefect server)"
+            if local_url
+            else "on the Prefect API"
+        )
+        _typer.echo(f"registered {where}: {', '.join(applied) or 'nothing'}")
 
 
 @_app.command("serve")

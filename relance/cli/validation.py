@@ -304,3 +304,30 @@ def validate_files(paths: list[Path], ctx: CheckContext | None = None) -> list[P
                 )  # fmt: skip
             owners.setdefault(campaign.name, file)
     return problems
+
+
+def refuse_broken_campaign(path: Path) -> None:
+    """Exit with `relance validate`'s file:line messages when the campaign cannot run as written.
+
+    Why before a run starts: a wrong segment, field or schema value is not a transient fault, so
+    Prefect must not retry it, and a marketer must read where to fix it, not a traceback. Only
+    what would fail the whole run is checked here (the file, its audience rules and the segments
+    they use); renderings are `relance validate`'s and `relance preview`'s work, and a template
+    failing for one customer fails that message only.
+    """
+    from relance.cli.common import fail
+    from relance.spec import Campaign
+    from relance.spec_loader import SpecError, load_located
+
+    try:
+        located = load_located(path, Campaign)
+    except SpecError as exc:
+        problems = exc.problems
+    else:
+        ctx = CheckContext.from_settings({located.value.name})
+        problems = check_rules(located, located.value.audience, ("audience",), ctx)
+        if ctx.segments.file_broken and any(p.severity == "error" for p in problems):
+            problems = [*ctx.segments.problems, *problems]
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        fail("\n".join([*errors, f"fix the campaign, then `relance validate {path}` checks it all"]))
