@@ -113,16 +113,18 @@ def demo(
     now = last_sms_slot(datetime.now(PARIS))
     from flows.run_campaign import run_campaign
     from relance.cli.campaigns import plan_cmd
+    from relance.cli.prefect_server import prefect_api
     from tracking.ledger import get_run
 
     runs: list[tuple[str, int]] = []
-    for path in paths:
-        _step(f"3. Plan and run {path.name} (as of {now:%A %d %B %Y %H:%M} Paris time)")
-        plan_cmd(campaign_file=path, now=now.isoformat(), explain_id=None, output=None, as_json=False)
-        summary = run_campaign(str(path), now=now.isoformat())
-        with engine.connect() as conn:
-            run = get_run(conn, summary["key"])
-        runs.append((summary["campaign"], run["id"]))
+    with prefect_api():  # one local Prefect API for the three runs, gone with the command even on kill -9
+        for path in paths:
+            _step(f"3. Plan and run {path.name} (as of {now:%A %d %B %Y %H:%M} Paris time)")
+            plan_cmd(campaign_file=path, now=now.isoformat(), explain_id=None, output=None, as_json=False)
+            summary = run_campaign(str(path), now=now.isoformat())
+            with engine.connect() as conn:
+                run = get_run(conn, summary["key"])
+            runs.append((summary["campaign"], run["id"]))
 
     _step("4. Simulated responses through the tracking endpoints")
     from tracking.attribution import attribute

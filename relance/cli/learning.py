@@ -52,6 +52,18 @@ def _metric_text(meta: dict) -> str:
     return ", ".join(parts)
 
 
+def _window_text(meta: dict) -> str:
+    """The training window in words: the cut-offs' span, or the train period."""
+    window = meta.get("window", {})
+    span = window.get("train", window.get("cutoffs"))
+    if isinstance(span, list) and span and all(isinstance(s, str) for s in span):
+        dates = sorted(s[:10] for s in span)
+        if "cutoffs" in window:
+            return f"{len(dates)} cut-off(s) from {dates[0]} to {dates[-1]}"
+        return " to ".join(dates)
+    return json.dumps(span, default=str)
+
+
 @app.command("train")
 def train_cmd(
     model: str = ModelArg,
@@ -128,20 +140,23 @@ def models_cmd(
     for name in {i.name for i in infos}:
         with contextlib.suppress(registry.ModelNotFound):
             used[name] = registry.resolve(name).version
-    table = Table("model", "version", "used", "passes", "holdout rows", "metrics", "trained on")
+    # What fits 80 columns stays a table; metrics and the training window follow as wrapped lines,
+    # so that nothing a reader needs (a version to pin, a metric) is cut at a narrow width.
+    table = Table("model", "version", "used", "passes", "holdout rows")
+    table.columns[1].no_wrap = True
     for i in infos:
-        window = i.meta.get("window", {})
-        span = window.get("train", window.get("cutoffs"))
         table.add_row(
             i.name,
             i.version,
             "yes" if used.get(i.name) == i.version else "",
             "yes" if i.passed else "no",
             f"{i.meta.get('rows', {}).get('holdout', 0):,}",
-            _metric_text(i.meta),
-            json.dumps(span, default=str),
         )
-    console().print(table)
+    out = console()
+    out.print(table)
+    for i in infos:
+        metrics = _metric_text(i.meta) or "no metrics"
+        out.print(f"{i.name} {i.version}: {metrics}; trained on {_window_text(i.meta)}")
 
 
 @app.command("score")
