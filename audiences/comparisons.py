@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, func, not_, or_, true
 
 from audiences.rule_context import CUSTOMER, FEATURES_TABLE, RuleError
-from relance.spec import Comparison
+from core.spec import Comparison
 
 
 def _values(cmp: Comparison) -> dict[str, Any]:

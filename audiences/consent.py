@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from relance.models import Consent, ConsentEvent, ConsentStatus, Device, Suppression, utcnow
+from core.models import Consent, ConsentEvent, ConsentStatus, Device, Suppression, utcnow
 
 # Suppression reasons that also withdraw consent on the channel.
 WITHDRAWING_REASONS = frozenset({"unsubscribed", "hard_bounce", "complaint", "stop", "erased", "invalid"})

@@ -27,8 +27,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from relance.db import get_engine
-from relance.models import utcnow
+from core.db import get_engine
+from core.models import utcnow
 
 TARGETS = "relance_feature_targets"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from audiences.csv_import import FileRefused, ImportReport, run_import
-from relance.db import get_engine
+from core.db import get_engine
 
 
 def import_file(kind: str, path: Path | str, engine: Engine | None = None, **options) -> ImportReport:

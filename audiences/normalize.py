@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from relance.models import CHANNELS
+from core.models import CHANNELS
 
 
 class Invalid(ValueError):

@@ -32,8 +32,8 @@ from audiences.selection import (
     selection_from,
     tune_connection,
 )
-from relance.settings import Settings, get_settings
-from relance.spec import AllRule, Campaign
+from core.settings import Settings, get_settings
+from core.spec import AllRule, Campaign
 
 WHY: dict[str, str] = {
     "base": "customers not erased",

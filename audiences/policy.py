@@ -18,8 +18,8 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from relance.settings import Settings, get_settings
-from relance.spec import Campaign
+from core.settings import Settings, get_settings
+from core.spec import Campaign
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

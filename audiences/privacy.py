@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, or_, select, update
 
 from audiences import consent
-from relance.db import get_engine
-from relance.models import (
+from core.db import get_engine
+from core.models import (
     CHANNELS,
     Consent,
     ConsentEvent,

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, FromClause
 
-from relance.models import (
+from core.models import (
     Customer,
     CustomerFeatures,
     CustomerInterest,
@@ -121,7 +121,7 @@ def from_clause(ctx: RuleContext) -> FromClause:
 
 def bind_connect(ctx: RuleContext) -> AbstractContextManager[Connection]:
     """A connection for the few rules that query: the context's own, or a new one of its engine."""
-    from relance.db import get_engine
+    from core.db import get_engine
 
     if isinstance(ctx.bind, Connection):
         return nullcontext(ctx.bind)

@@ -1,4 +1,4 @@
-"""Audience rules (relance.spec) compiled to one SQLAlchemy Core boolean over ``customer``.
+"""Audience rules (core.spec) compiled to one SQLAlchemy Core boolean over ``customer``.
 
 The database does the filtering: every rule becomes a column comparison, an
 ``IN (subquery)`` on an indexed table (orders, interests, ledger, scores) or a
@@ -56,7 +56,7 @@ from audiences.rule_context import (
     suggest,
 )
 from audiences.score_rules import compile_score, compile_target, compile_top, model_version, scores_of
-from relance.spec import (
+from core.spec import (
     AllRule,
     AnyRule,
     BoughtRule,
@@ -196,7 +196,7 @@ def _load_segments_file() -> dict[str, Rule]:
     import yaml
     from pydantic import TypeAdapter
 
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     path = get_settings().segments_file
     if not path.is_file():

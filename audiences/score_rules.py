@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Connection, func, select
 
 from audiences.learning import registry
 from audiences.rule_context import CUSTOMER, SCORES, VERSIONS, RuleContext, RuleError, bind_connect
-from relance.spec import ScoreRule, TargetRule, TopRule
+from core.spec import ScoreRule, TargetRule, TopRule
 
 
 def model_version(model: str, ctx: RuleContext) -> str:

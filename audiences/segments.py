@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from audiences.rule_context import RuleError
-from relance.spec import Rule, SegmentRule, SegmentsFile, nearest
-from relance.spec_loader import Located, Problem, SpecError, display_path, load_segments, walk_rules
+from core.spec import Rule, SegmentRule, SegmentsFile, nearest
+from core.spec_loader import Located, Problem, SpecError, display_path, load_segments, walk_rules
 
 
 class SegmentError(RuleError):
@@ -49,7 +49,7 @@ class SegmentBook:
         problems raise only with ``strict``; otherwise ``get`` refuses the segments they break.
         """
         if path is None:
-            from relance.settings import get_settings
+            from core.settings import get_settings
 
             path = get_settings().segments_file
         path = Path(path)
@@ -73,7 +73,7 @@ class SegmentBook:
     @classmethod
     def from_rules(cls, rules: dict[str, Rule], file: str = "<segments>") -> SegmentBook:
         """A book built in code (tests, tools): same checks, positions unknown."""
-        from relance.spec import Segment
+        from core.spec import Segment
 
         located = Located(SegmentsFile(segments={n: Segment(rule=r) for n, r in rules.items()}), file, {})
         book = cls(located, file)
@@ -103,7 +103,7 @@ class SegmentBook:
 
     def expand(self, rule: Rule) -> Rule:
         """``rule`` with every ``segment:`` reference replaced by the segment's (expanded) rule."""
-        from relance.spec import AllRule, AnyRule, NotRule
+        from core.spec import AllRule, AnyRule, NotRule
 
         if isinstance(rule, SegmentRule):
             return self.expand(self.get(rule.segment))

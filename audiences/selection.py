@@ -68,9 +68,9 @@ from audiences.step_conditions import (
     open_condition,
     reach_columns,
 )
-from relance.models import CHANNELS
-from relance.settings import Settings, get_settings
-from relance.spec import Campaign, FrequencyCap
+from core.models import CHANNELS
+from core.settings import Settings, get_settings
+from core.spec import Campaign, FrequencyCap
 
 # Funnel steps in order; a customer "leaves" at the first one they fail.
 STEPS = ("base", "segment", "consent", "suppression", "frequency_cap", "priority", "window", "global_control")

@@ -29,9 +29,9 @@ from sqlalchemy import (
 
 from audiences.policy import ChannelPolicy
 from audiences.rule_context import CUSTOMER, LEDGER, RuleContext, bind_connect
-from relance.models import CHANNELS
-from relance.settings import Settings
-from relance.spec import Campaign, FrequencyCap
+from core.models import CHANNELS
+from core.settings import Settings
+from core.spec import Campaign, FrequencyCap
 
 # Ledger statuses that count as a message sent, for frequency caps.
 CONTACT_STATUSES = ("sending", "unknown", "sent", "delivered", "opened", "clicked", "converted")
@@ -94,7 +94,7 @@ def caps_subquery(
 
 
 def dialect_name(bind: Engine | Connection | None) -> str:
-    from relance.db import get_engine
+    from core.db import get_engine
 
     return (bind if bind is not None else get_engine()).dialect.name
 

@@ -105,7 +105,7 @@ def main() -> None:
     os.environ.update(RELANCE_DATABASE_URL=url, RELANCE_OUTBOX_DIR=str(OUT / "outbox"))
     run_outbox = _campaign(OUT / "crash.yaml")
     run_outbox.seed(url, args.customers)
-    from relance.db import get_engine
+    from core.db import get_engine
 
     engine = get_engine(url)
     fake = _flaky_fake(args.latency, args.fail, args.seed)

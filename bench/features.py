@@ -26,7 +26,7 @@ OUT = Path(__file__).parent / "out"
 def build(data: Path, url: str) -> None:
     """Import the demo customers and orders (timed) into a fresh database."""
     from audiences.importer import import_customers, import_orders
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
 
     migrate(url)
     engine = get_engine(url)
@@ -59,7 +59,7 @@ def main() -> None:
         build(data, url)
 
     from audiences.features import refresh
-    from relance.db import get_engine
+    from core.db import get_engine
 
     engine = get_engine(url)
     with engine.connect() as conn:

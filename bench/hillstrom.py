@@ -23,8 +23,8 @@ DEFAULT_CSV = Path("/work/shared/data/hillstrom.csv")
 
 
 def run(csv: Path, db: Path, outcome: str, seed: int) -> dict:
-    from relance.db import get_engine, migrate, reset_engines
-    from relance.settings import get_settings
+    from core.db import get_engine, migrate, reset_engines
+    from core.settings import get_settings
 
     if db.exists():
         db.unlink()

@@ -79,7 +79,7 @@ def main() -> None:
     url = _fresh_postgres(args.postgres) if args.postgres else _fresh_sqlite(OUT / "bench-import.db")
     os.environ["RELANCE_DATABASE_URL"] = url
     from audiences.importer import import_customers
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
 
     migrate(url)
     engine = get_engine(url)

@@ -61,8 +61,8 @@ def signed(private: ec.EllipticCurvePrivateKey, body: bytes) -> dict:
 
 def seed_ledger(db_url: str, rows: int) -> list[int]:
     """One run with ``rows`` customers and sent e-mail ledger rows (bench setup, written directly)."""
-    from relance.db import make_engine, migrate
-    from relance.models import CampaignRun, Customer, LedgerEntry, utcnow
+    from core.db import make_engine, migrate
+    from core.models import CampaignRun, Customer, LedgerEntry, utcnow
 
     migrate(db_url)
     engine = make_engine(db_url, one_off=True)
@@ -105,8 +105,8 @@ def seed_ledger(db_url: str, rows: int) -> list[int]:
 
 
 def count_events(db_url: str) -> int:
-    from relance.db import make_engine
-    from relance.models import Event
+    from core.db import make_engine
+    from core.models import Event
 
     engine = make_engine(db_url, one_off=True)
     with engine.connect() as conn:

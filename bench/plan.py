@@ -127,7 +127,7 @@ def generate(engine: Engine, customers: int, orders_per_customer: int) -> None:
 
 def prepare(url: str, customers: int, orders: int, fresh: bool) -> Engine:
     from audiences.features import refresh
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
 
     if url.startswith("sqlite"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -186,7 +186,7 @@ def _server_cpu(conn) -> float:  # noqa: ANN001
 
 def time_plan(engine: Engine, repeat: int) -> None:
     from audiences.plan import funnel
-    from relance.spec import Campaign
+    from core.spec import Campaign
 
     campaign = Campaign.model_validate(CAMPAIGN)
     times, cpu, result = [], [], None

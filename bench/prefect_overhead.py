@@ -4,7 +4,7 @@
     .venv/bin/python bench/prefect_overhead.py --channel email --provider sendgrid --latency 0.1
 
 Seeds a base (bench/run_outbox.py's SQL seeding) and runs the same campaign,
-each time on a fresh copy of the base, alternately with ``tracking.dispatch``
+each time on a fresh copy of the base, alternately with ``delivery.send``
 called directly (prepare_run + the worker loop + the summary) and through the
 ``run_campaign`` flow on a local Prefect API server, both sending one batch at
 a time (``--concurrency``), ``--repeat`` pairs; the medians' difference is what
@@ -106,7 +106,7 @@ def _bench(args: argparse.Namespace, url: str) -> None:
     ro.OUT = OUT
     campaign = str(write_campaign(args.channel))
     seed(url, args.customers)
-    from relance.db import reset_engines
+    from core.db import reset_engines
 
     reset_engines()  # the last connection closing checkpoints the WAL into bench.db
 
@@ -114,10 +114,10 @@ def _bench(args: argparse.Namespace, url: str) -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect.testing.utilities import prefect_test_harness
 
+    from core.db import get_engine
+    from core.settings import get_settings
+    from delivery import ledger, runs, send
     from flows.run_campaign import run_campaign
-    from relance.db import get_engine
-    from relance.settings import get_settings
-    from tracking import dispatch, ledger
 
     now = "2026-11-24T10:00:00+01:00"  # a weekday morning: sending windows are open
     flow_fn = run_campaign.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.concurrency))
@@ -138,14 +138,14 @@ def _bench(args: argparse.Namespace, url: str) -> None:
     def direct_run(i: int) -> float:
         engine = get_engine(fresh_copy(f"direct-{i}.db"))
         t = time.perf_counter()
-        run = dispatch.prepare_run(
+        run = runs.prepare_run(
             engine, campaign, "bench:1", ledger.run_datetime(now), batch_size=args.batch_size
         )
-        ctx = dispatch.make_context(run)
+        ctx = runs.make_context(run)
         with ThreadPoolExecutor(args.concurrency) as pool:  # as many batches at once as the flow's tasks
-            for worker in [pool.submit(dispatch.work, engine, ctx, 3600) for _ in range(args.concurrency)]:
+            for worker in [pool.submit(send.work, engine, ctx, 3600) for _ in range(args.concurrency)]:
                 worker.result()
-        summary = dispatch.summarize(engine, run.run_id)  # the flow's last task does it too
+        summary = runs.summarize(engine, run.run_id)  # the flow's last task does it too
         seconds = time.perf_counter() - t
         assert summary["totals"].get("sent", 0) == args.customers
         return seconds

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from relance.db import get_engine, migrate
-from relance.models import CampaignRun, Customer, Event, LedgerEntry
-from tracking.report import build_report
-from tracking.report_render import write_csv, write_html
+from core.db import get_engine, migrate
+from core.models import CampaignRun, Customer, Event, LedgerEntry
+from reporting.report import build_report
+from reporting.report_render import write_csv, write_html
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 CHUNK = 50_000

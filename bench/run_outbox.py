@@ -30,7 +30,7 @@ def seed(url: str, n: int) -> None:
     """``n`` customers and their consents, inserted set-based (a recursive CTE on SQLite)."""
     from sqlalchemy import text
 
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
 
     migrate(url)
     engine = get_engine(url)
@@ -72,13 +72,13 @@ def seed(url: str, n: int) -> None:
 
 def _worker(url: str, key: str, campaign: str, queue) -> None:
     os.environ["RELANCE_DATABASE_URL"] = url
-    from relance.db import get_engine
-    from tracking import dispatch
+    from core.db import get_engine
+    from delivery import runs, send
 
     engine = get_engine(url)
-    run = dispatch.join_run(engine, key, campaign)
-    ctx = dispatch.make_context(run)
-    batches = dispatch.work(engine, ctx, claim_timeout=3600)
+    run = runs.join_run(engine, key, campaign)
+    ctx = runs.make_context(run)
+    batches = send.work(engine, ctx, claim_timeout=3600)
     queue.put((batches, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
@@ -119,13 +119,13 @@ def main() -> None:
     seed(url, args.customers)
     t_seed = time.perf_counter() - t0
 
-    from relance.db import get_engine
-    from tracking import dispatch, ledger
+    from core.db import get_engine
+    from delivery import ledger, runs
 
     key = f"bench:{int(time.time())}"
     t1 = time.perf_counter()
     now = ledger.run_datetime(args.now)
-    run = dispatch.prepare_run(get_engine(url), str(campaign), key, now, batch_size=args.batch_size)
+    run = runs.prepare_run(get_engine(url), str(campaign), key, now, batch_size=args.batch_size)
     t_record = time.perf_counter() - t1
 
     ctx = mp.get_context("spawn")
@@ -139,7 +139,7 @@ def main() -> None:
         p.join()
     t_send = time.perf_counter() - t2
 
-    summary = dispatch.summarize(get_engine(url), run.run_id)
+    summary = runs.summarize(get_engine(url), run.run_id)
     sent = summary["totals"].get("sent", 0)
     total = t_record + t_send
     parent_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -65,7 +65,7 @@ def bench_sendgrid(args) -> None:
             RELANCE_SENDGRID_CONCURRENCY=str(args.concurrency),
         )
         from channels.sendgrid_email import SendGridProvider
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         get_settings.cache_clear()
         provider = SendGridProvider(get_settings())
@@ -93,7 +93,7 @@ def bench_sendgrid(args) -> None:
 def bench_local(args) -> None:
     from channels.null import NullProvider
     from channels.outbox import OutboxProvider
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     out = Path(tempfile.mkdtemp(prefix="outbox-", dir=ROOT / "bench" / "out"))
     try:

@@ -52,7 +52,7 @@ def main() -> None:
     os.environ["RELANCE_DATABASE_URL"] = url
     os.environ["RELANCE_LEARNING_THREADS"] = str(args.threads)
     os.environ["RELANCE_MODELS_DIR"] = str(models_dir.resolve())
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
 
     if args.fresh and db.exists():
         db.unlink()

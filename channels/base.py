@@ -5,11 +5,11 @@ One small surface for every channel and provider (outbox, null, smtp, sendgrid, 
 message's failure. ``on_result`` is called with each result as soon as it is known (from any thread:
 the HTTP providers run on their own loop), so the send flow commits outcomes while the rest of the
 batch is still in flight and a crash leaves unknown only what was really in flight
-(tracking.outcomes). ``in_flight`` says how many requests a provider holds at once (None: it answers
+(delivery.outcomes). ``in_flight`` says how many requests a provider holds at once (None: it answers
 a whole call at once, like the outbox); the flow hands it chunks under that bound.
 
 Providers classify their errors into ``SendError`` so that retries (channels.retry), the circuit
-breaker (channels.circuit) and the consent effects (channels.effects) are written once, not once
+breaker (channels.circuit) and the consent effects (delivery.effects) are written once, not once
 per provider. Providers that keep their own record of what they wrote (the outbox) also offer
 ``written(ledger_ids) -> {ledger_id: provider_message_id}`` for reconciliation after a crash.
 """
@@ -29,7 +29,7 @@ else:
 
 Status = Literal["sent", "failed", "unknown"]
 
-# Effects of a permanent error on the customer base (applied by channels.effects.apply_effects).
+# Effects of a permanent error on the customer base (applied by delivery.effects.apply_effects).
 EFFECT_STOP = "stop"  # the customer replied STOP (Twilio 21610): SMS consent withdrawn, number suppressed
 EFFECT_INVALID = "invalid"  # the address can never receive this channel: consent withdrawn, suppressed
 EFFECT_DEVICE = "device_inactive"  # the push token is gone (FCM UNREGISTERED): device deactivated

@@ -38,7 +38,7 @@ class CircuitBreaker:
         open_seconds: float | None = None,
         clock=time.monotonic,
     ) -> None:
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         s = get_settings()
         self.name = name

@@ -47,7 +47,7 @@ class RenderedEmail:
     def to_mime(self, sender: str | Address | None = None) -> EmailMessage:
         """The message to hand to SMTP or write as .eml. ``sender`` defaults to the settings' identity."""
         if sender is None:
-            from relance.settings import get_settings
+            from core.settings import get_settings
 
             settings = get_settings()
             sender = formataddr((settings.sender_name, settings.sender_email))
@@ -127,7 +127,7 @@ def _date_now() -> str:
 
 
 def _default_sender() -> str:
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     return formataddr((settings.sender_name, settings.sender_email))

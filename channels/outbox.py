@@ -14,7 +14,7 @@ worker thread, not one call per message.
 
 The outbox is its own witness: after a crash, ``written(ledger_ids)`` says which messages are in
 its files (sent) and which are not (never written: they may be written again), so the ledger
-needs no ``unknown`` for this provider (tracking.reconcile).
+needs no ``unknown`` for this provider (delivery.reconcile).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class OutboxProvider:
     in_flight = None  # a call is written as a whole (one append), and the files say what was written
 
     def __init__(self, channel: str, settings=None) -> None:
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         settings = settings or get_settings()
         self.channel = channel

@@ -81,7 +81,7 @@ def global_limit_name(provider: str) -> str:
 
 
 def _settings():
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     return get_settings()
 

@@ -32,7 +32,7 @@ def choices(channel: str) -> list[str]:
 def get_provider(channel: str, settings=None) -> Provider:
     """The configured provider of ``channel`` ("email", "sms" or "push"), ready to send."""
     if settings is None:
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
     if channel not in ("email", "sms", "push"):

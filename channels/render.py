@@ -91,7 +91,7 @@ class Renderer:
     def __init__(self, templates_dir: Path | None = None, links: LinkRegistry | None = None) -> None:
         """``links``: where SMS short links get their link ids (channels.tracking_links.DbLinkRegistry
         to send, MemoryLinkRegistry for previews); None keeps the long signed click URL in SMS."""
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
         self.templates_dir = Path(templates_dir or settings.templates_dir)

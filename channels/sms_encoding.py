@@ -160,7 +160,7 @@ def measure(text: str) -> tuple[str, int, int, list[str]]:
 def cost(segments: int, price_per_segment: float | None = None) -> float:
     """Estimated cost in euros: segments x settings.sms_price_per_segment."""
     if price_per_segment is None:
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         price_per_segment = get_settings().sms_price_per_segment
     return round(segments * price_per_segment, 6)

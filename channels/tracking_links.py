@@ -1,13 +1,13 @@
 """Signed tracking links made fast enough for per-message use, and short links for SMS.
 
-relance.tokens builds a new itsdangerous serializer (re-deriving its key, compressing the payload)
+core.tokens builds a new itsdangerous serializer (re-deriving its key, compressing the payload)
 on each call, about 25 us a token; an e-mail has about six links and a campaign millions of
 e-mails. Here the key is derived once per (secret, kind) with itsdangerous' own Signer, the JSON of
 each target URL is encoded once, and each token is one HMAC copy. The tokens are the ones
-relance.tokens.read_token verifies (same secret, salts, HMAC and layout; payload left uncompressed,
+core.tokens.read_token verifies (same secret, salts, HMAC and layout; payload left uncompressed,
 which itsdangerous accepts).
 
-Short links (``/s/<ledger>.<link>.<tag>``, relance.tokens.make_short_code) replace the ~90-character
+Short links (``/s/<ledger>.<link>.<tag>``, core.tokens.make_short_code) replace the ~90-character
 click URL in SMS, where every character counts (160 GSM-7 characters a segment). The target URL
 is not in the code: it is a row of the ``link`` table, each distinct URL stored once. A
 ``LinkRegistry`` gives the renderer the id of a URL without a database round trip per message:
@@ -29,8 +29,8 @@ from itsdangerous.encoding import want_bytes
 from itsdangerous.signer import Signer
 
 from channels.template_env import trust_method
-from relance.settings import get_settings
-from relance.tokens import BadToken, make_short_code, read_short_code, read_token
+from core.settings import get_settings
+from core.tokens import BadToken, make_short_code, read_short_code, read_token
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _IPAD = bytes(x ^ 0x36 for x in range(256))
@@ -42,7 +42,7 @@ class _Tokens:
     """Makes the tokens of one kind: itsdangerous' format (payload.signature, HMAC-SHA1 with its
     derived key) with the key derived and the HMAC keyed once, then copied per token.
 
-    relance.tokens.read_token (plain itsdangerous) verifies them: tests/test_render.py checks it.
+    core.tokens.read_token (plain itsdangerous) verifies them: tests/test_render.py checks it.
     """
 
     def __init__(self, secret: str, kind: str) -> None:
@@ -146,7 +146,7 @@ class DbLinkRegistry:
         if link_id not in self._urls:
             from sqlalchemy import select
 
-            from relance.models import Link
+            from core.models import Link
 
             table = Link.__table__
             with self.engine.connect() as conn:
@@ -175,7 +175,7 @@ def upsert_links(conn: Any, urls: list[str]) -> dict[str, int]:
     """Insert the URLs missing from the ``link`` table and return {url: id} for all of them."""
     from sqlalchemy import insert, select
 
-    from relance.models import Link, utcnow
+    from core.models import Link, utcnow
 
     table = Link.__table__
     rows = [{"url": u, "created_at": utcnow()} for u in urls]

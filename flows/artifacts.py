@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from sqlalchemy import Connection
 
-from tracking.report import build_report
-from tracking.report_render import COLUMNS, money, rates, uplift_row
+from reporting.report import build_report
+from reporting.report_render import COLUMNS, money, rates, uplift_row
 
 
 def _key(text: str) -> str:

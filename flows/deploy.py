@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from relance.settings import get_settings
+from core.settings import get_settings
 
 ENTRYPOINT = "flows/run_campaign.py:run_campaign"
 # Upkeep beside the campaigns: (deployment name, entrypoint, settings field of its cron, description).
@@ -38,7 +38,7 @@ HEADER = (
 
 def scheduled_campaigns(campaigns_dir: Path | None = None) -> list[tuple[Path, Any]]:
     """(file, campaign) for every campaign with a schedule, sorted by name."""
-    from relance.spec_loader import load_campaign
+    from core.spec_loader import load_campaign
 
     root = Path(campaigns_dir or get_settings().campaigns_dir)
     found = []

@@ -9,12 +9,12 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from core.db import ready_engine
+from core.settings import get_settings
 from flows.artifacts import publish_run_artifacts
-from relance.db import ready_engine
-from relance.settings import get_settings
-from tracking.portfolio import portfolio
-from tracking.report import build_report, campaigns_with_runs, select_runs
-from tracking.report_render import write_csv, write_html
+from reporting.portfolio import portfolio
+from reporting.report import build_report, campaigns_with_runs, select_runs
+from reporting.report_render import write_csv, write_html
 
 
 @flow(name="report-campaign", log_prints=True)

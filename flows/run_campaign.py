@@ -1,7 +1,7 @@
 """The `run_campaign` Prefect flow: record the audience once, then one task per batch.
 
-Thin on purpose: the logic (and exactly-once) lives in tracking.dispatch and
-tracking.ledger; Prefect adds scheduling, retries, concurrency and the UI.
+Thin on purpose: the logic (and exactly-once) lives in delivery.send and
+delivery.ledger; Prefect adds scheduling, retries, concurrency and the UI.
 Task retries are safe because every task asks the ledger what is left:
 a retried batch task sends only rows still ``planned`` and turns rows it left
 in ``sending`` into ``unknown``. A batch task handles ~``batch_size`` (1000)
@@ -25,22 +25,22 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from relance.db import get_engine, ready_engine
-from relance.settings import get_settings
-from tracking import dispatch, ledger
+from core.db import get_engine, ready_engine
+from core.settings import get_settings
+from delivery import claims, ledger, runs, send
 
-_contexts: dict[tuple[int, str], dispatch.SendContext] = {}
+_contexts: dict[tuple[int, str], send.SendContext] = {}
 
 
-def _context(run: dispatch.PreparedRun) -> dispatch.SendContext:
+def _context(run: runs.PreparedRun) -> send.SendContext:
     """One SendContext per run per process, so breakers and rate limits span the run's batches."""
     key = (run.run_id, run.key)
     if key not in _contexts:
-        _contexts[key] = dispatch.make_context(run)
+        _contexts[key] = runs.make_context(run)
     return _contexts[key]
 
 
-def _release(run: dispatch.PreparedRun) -> None:
+def _release(run: runs.PreparedRun) -> None:
     """Drop the run's SendContext when this process is done with its batches.
 
     Why: a long-lived process (``relance serve``) runs campaign after campaign,
@@ -66,7 +66,7 @@ def _worth_retrying(task, task_run, state) -> bool:
     """
     try:
         state.result()
-    except (dispatch.RunPaused, *CONFIG_ERRORS):
+    except (send.RunPaused, *CONFIG_ERRORS):
         return False
     except Exception:  # noqa: BLE001 - any other failure may be transient
         return True
@@ -82,24 +82,22 @@ def _worth_retrying(task, task_run, state) -> bool:
 )
 def record_audience(
     campaign_path: str, run_key: str | None, now: str | None, resend_unknown: bool
-) -> dispatch.PreparedRun:
+) -> runs.PreparedRun:
     """Select, assign and record the audience in one transaction (done once per run key)."""
-    run = dispatch.prepare_run(
-        ready_engine(), campaign_path, run_key, ledger.run_datetime(now), resend_unknown
-    )
+    run = runs.prepare_run(ready_engine(), campaign_path, run_key, ledger.run_datetime(now), resend_unknown)
     get_run_logger().info("run %s (%s): %s ledger rows", run.run_id, run.key, run.recorded)
     return run
 
 
 @task(name="recover-claims", cache_policy=NO_CACHE)
-def recover_claims(run: dispatch.PreparedRun) -> list[int]:
+def recover_claims(run: runs.PreparedRun) -> list[int]:
     """Free the claims of dead workers (their in-flight rows become unknown) and list pending batches."""
     engine = get_engine()
     with engine.begin() as conn:
-        freed = dispatch.reclaim_stale(conn, run.run_id, get_settings().claim_timeout_seconds)
+        freed = claims.reclaim_stale(conn, run.run_id, get_settings().claim_timeout_seconds)
         if freed:
             get_run_logger().warning("batches %s were claimed by a dead worker: taken over", freed)
-        return dispatch.pending_batches(conn, run.run_id)
+        return claims.pending_batches(conn, run.run_id)
 
 
 @task(
@@ -110,23 +108,23 @@ def recover_claims(run: dispatch.PreparedRun) -> list[int]:
     cache_policy=NO_CACHE,
     task_run_name="send-batch-{batch}",
 )
-def send_batch(run: dispatch.PreparedRun, batch: int) -> dict[str, int]:
+def send_batch(run: runs.PreparedRun, batch: int) -> dict[str, int]:
     """Claim, render and send one batch; a batch already done (or claimed by a live worker) is skipped."""
     engine = get_engine()
     ctx = _context(run)
     with engine.begin() as conn:
-        claimed = dispatch.claim_batch(conn, run.run_id, ctx.worker, batch=batch)
+        claimed = claims.claim_batch(conn, run.run_id, ctx.worker, batch=batch)
     if claimed is None:
         return {}
-    return dispatch.process_batch(engine, ctx, batch).counts
+    return send.process_batch(engine, ctx, batch).counts
 
 
 @task(name="summarize-run", cache_policy=NO_CACHE)
-def summarize_run(run: dispatch.PreparedRun) -> dict[str, Any]:
+def summarize_run(run: runs.PreparedRun) -> dict[str, Any]:
     engine = get_engine()
     with engine.begin() as conn:
         ledger.finish_if_done(conn, run.run_id)
-    summary = dispatch.summarize(engine, run.run_id)
+    summary = runs.summarize(engine, run.run_id)
     _artifacts(summary)
     return summary
 
@@ -157,7 +155,7 @@ def _artifacts(summary: dict[str, Any]) -> None:
     create_markdown_artifact(key=f"run-{slug}-summary"[:100], markdown="\n".join(lines))
 
 
-def _ensure_rate_limits(run: dispatch.PreparedRun) -> None:
+def _ensure_rate_limits(run: runs.PreparedRun) -> None:
     """Create the global rate limits of the providers this run sends through; idempotent.
 
     Shared by every worker of every run; providers the run does not use are left alone.
@@ -211,7 +209,7 @@ def run_campaign(
     for future in futures:
         try:
             future.result()
-        except dispatch.RunPaused as exc:
+        except send.RunPaused as exc:
             paused = str(exc)
         except Exception as exc:  # noqa: BLE001 - summarize first, then fail the flow run
             failures.append(exc)
@@ -235,9 +233,9 @@ def run_campaign(
     cache_policy=NO_CACHE,
     task_run_name="send-batch-{batch}",
 )
-def send_claimed_batch(run: dispatch.PreparedRun, batch: int) -> dict[str, int]:
+def send_claimed_batch(run: runs.PreparedRun, batch: int) -> dict[str, int]:
     """Render and send a batch this worker already claimed (a retry re-enters it safely)."""
-    return dispatch.process_batch(get_engine(), _context(run), batch).counts
+    return send.process_batch(get_engine(), _context(run), batch).counts
 
 
 @flow(name="send-run", log_prints=True)
@@ -249,19 +247,19 @@ def send_run(run_key: str, campaign_path: str | None = None) -> dict[str, Any]:
     run's own flow) take the others.
     """
     engine = get_engine()
-    run = dispatch.join_run(engine, run_key, campaign_path)
+    run = runs.join_run(engine, run_key, campaign_path)
     me = _context(run).worker
     sent = 0
     try:
         while True:
             with engine.begin() as conn:
-                dispatch.reclaim_stale(conn, run.run_id, get_settings().claim_timeout_seconds)
-                batch = dispatch.claim_batch(conn, run.run_id, me)
+                claims.reclaim_stale(conn, run.run_id, get_settings().claim_timeout_seconds)
+                batch = claims.claim_batch(conn, run.run_id, me)
             if batch is None:
                 break
             try:
                 send_claimed_batch(quote(run), batch)
-            except dispatch.RunPaused as exc:
+            except send.RunPaused as exc:
                 get_run_logger().warning("run %s paused: %s", run_key, exc)
                 break
             sent += 1

@@ -28,7 +28,7 @@ MODELS = ("churn", "response", "uplift")
 def read_message_rows(names: list[str], now: datetime) -> dict[str, Any]:
     """``train`` options shared by the models of this run: the message rows when two models read them."""
     from audiences.learning.models import shared_rows
-    from relance.db import ready_engine
+    from core.db import ready_engine
 
     return shared_rows(names, ready_engine(), now)
 
@@ -40,7 +40,7 @@ def train_one(
     """Train, evaluate and store one model; score customers when the new version passes."""
     from audiences.learning.models import NotEnoughData, train
     from audiences.learning.scoring import score
-    from relance.db import ready_engine
+    from core.db import ready_engine
 
     logger = get_run_logger()
     engine = ready_engine()
@@ -74,7 +74,7 @@ def refresh_recommendations() -> dict[str, Any]:
 @flow(name="train-models")
 def train_models(models: list[str] | None = None, seed: int = 0, recommendations: bool = True) -> list[dict]:
     """Retrain ``models`` (default: churn, response, uplift) and publish their metrics as an artifact."""
-    from relance.models import utcnow
+    from core.models import utcnow
 
     names = list(models or MODELS)
     now = utcnow()

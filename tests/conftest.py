@@ -43,7 +43,7 @@ def pg_url() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        from relance.db import reset_engines
+        from core.db import reset_engines
 
         reset_engines()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -58,8 +58,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str):
     """Settings pointing every directory and the database into tmp_path (SQLite)."""
-    from relance.db import reset_engines
-    from relance.settings import get_settings
+    from core.db import reset_engines
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("RELANCE_OUTBOX_DIR", str(tmp_path / "outbox"))
@@ -79,8 +79,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, settings, monkeypatch: pytest.MonkeyPatch) -> str:
     """A migrated database: each test using it runs on SQLite and on PostgreSQL."""
-    from relance.db import migrate, reset_engines
-    from relance.settings import get_settings
+    from core.db import migrate, reset_engines
+    from core.settings import get_settings
 
     url = settings.database_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
     monkeypatch.setenv("RELANCE_DATABASE_URL", url)
@@ -92,7 +92,7 @@ def db_url(request: pytest.FixtureRequest, settings, monkeypatch: pytest.MonkeyP
 
 @pytest.fixture
 def engine(db_url: str):
-    from relance.db import get_engine
+    from core.db import get_engine
 
     return get_engine(db_url)
 
@@ -100,7 +100,7 @@ def engine(db_url: str):
 @pytest.fixture
 def sqlite_engine(settings):
     """A migrated SQLite database only (for tests that need no PostgreSQL variant)."""
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
 
     migrate(settings.database_url)
     return get_engine(settings.database_url)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from relance.models import Order
+from core.models import Order
 from tests.test_tracking_support import API_KEY, client_for, events_of, make_keys, seed, status_of
 from tracking.attribution import ConversionSettings, Purchase, attribute, attribute_purchases
 from tracking.events import NormalizedEvent, store_events
@@ -73,7 +73,7 @@ def test_last_click_wins_and_machine_clicks_do_not_count(sqlite_engine, campaign
     first = seed(sqlite_engine, n=1, campaign="clicky", sent_at=T0)
     cid = first.customer_ids[0]
     second = seed(sqlite_engine, n=0, campaign="clicky", sent_at=T0)
-    from relance.models import LedgerEntry
+    from core.models import LedgerEntry
 
     with sqlite_engine.begin() as conn:  # a second message to the same customer, from another run
         lid2 = conn.execute(
@@ -189,7 +189,7 @@ def test_conversions_api(sqlite_engine, settings, monkeypatch):
 
 
 def _external(engine, cid):
-    from relance.models import Customer
+    from core.models import Customer
 
     t = Customer.__table__
     with engine.connect() as conn:
@@ -201,8 +201,8 @@ def test_import_orders_attributes_recent_purchases(sqlite_engine, tmp_path, flag
     """`relance import orders` turns a purchase after a click into a conversion (unless told not to)."""
     from typer.testing import CliRunner
 
+    from core.models import Customer
     from relance.cli import app
-    from relance.models import Customer
 
     now = datetime.now(UTC)
     world = seed(sqlite_engine, n=2, campaign="winback", sent_at=now - timedelta(days=2))

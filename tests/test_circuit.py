@@ -19,7 +19,7 @@ class Clock:
 
 
 def test_opens_on_provider_failures_and_closes_after_a_good_probe(sendgrid_env, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_PROVIDER_MAX_ATTEMPTS", "1")
     get_settings.cache_clear()

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from relance.db import get_engine, migrate, reset_engines
+from core.db import get_engine, migrate, reset_engines
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import seed_features, write_campaign
 

@@ -5,8 +5,8 @@ recording, rendering, while chunks are with the provider...), then run again wit
 until it finishes. What reached the "provider" is read from the provider itself: the outbox's
 files, and the requests the fake SendGrid API accepted.
 
-Outcomes are committed as they come back (tracking.outcomes), so a kill leaves in ``sending`` at
-most the provider's ``in_flight`` rows per channel; the outbox settles its own (tracking.reconcile),
+Outcomes are committed as they come back (delivery.outcomes), so a kill leaves in ``sending`` at
+most the provider's ``in_flight`` rows per channel; the outbox settles its own (delivery.reconcile),
 so only SendGrid rows may stay ``unknown``, each with its reason.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy import func, select
 
-from relance.models import LedgerEntry
+from core.models import LedgerEntry
 from tests.fakes.sendgrid_fake import API_KEY, SendGridFake
 from tests.fakes.server import Fault
 from tests.test_ledger_support import seed_customers

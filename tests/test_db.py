@@ -2,13 +2,13 @@
 
 from sqlalchemy import inspect
 
-from relance.db import current_revision
+from core.db import current_revision
 
 
 def test_migrate_creates_every_table(engine, db_url):
     from sqlmodel import SQLModel
 
-    import relance.models  # noqa: F401
+    import core.models  # noqa: F401
 
     tables = set(inspect(engine).get_table_names())
     assert set(SQLModel.metadata.tables) <= tables

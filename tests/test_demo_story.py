@@ -3,7 +3,7 @@
 A campaign whose message really adds purchases beats its control group in the report, with an
 uplift interval above zero; a campaign that adds nothing reads as "no difference" (interval around 0).
 Responses go through the tracking endpoints (tracking.simulate) and the figures are the report's own
-(tracking.report), on a seeded run with the campaigns' click attribution.
+(reporting.report), on a seeded run with the campaigns' click attribution.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from relance.cli.demo import DEMO_LIFT
+from reporting.report import build_report
 from tests.test_tracking_support import seed
-from tracking.report import build_report
 from tracking.simulate import Rates, simulate_responses
 
 CUSTOMERS = 1200  # per campaign, half of them held out: power for the demo's 6-point effect

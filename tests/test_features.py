@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from audiences.features import refresh
 from audiences.importer import import_customers, import_orders
-from relance.models import Customer, CustomerFeatures
+from core.models import Customer, CustomerFeatures
 
 DATA = Path(__file__).parent / "data"
 NOW = datetime(2026, 4, 9, 10, 0, tzinfo=UTC)

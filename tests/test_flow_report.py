@@ -42,7 +42,7 @@ def test_refresh_reports_rewrites_every_report_and_ranks_the_portfolio(
     prefect_harness, sqlite_engine, settings
 ):
     from flows.report import refresh_reports
-    from tracking.portfolio import portfolio
+    from reporting.portfolio import portfolio
 
     with sqlite_engine.begin() as conn:
         make_ledger(conn, n=120, key="winback:7")

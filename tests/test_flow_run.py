@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from relance.models import LedgerEntry
+from core.models import LedgerEntry
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import outbox_ledger_ids, seed_features, use_tmp_dirs, write_campaign
 
@@ -71,14 +71,14 @@ def test_flow_sends_in_batch_tasks_and_resumes_by_key(prefect_harness, sqlite_en
 @pytest.mark.xdist_group("prefect")
 def test_send_run_flow_joins_a_recorded_run(prefect_harness, sqlite_engine, tmp_path, monkeypatch):
     import flows.run_campaign as run_campaign_module
+    from delivery import ledger, runs
     from flows.run_campaign import send_run
-    from tracking import dispatch, ledger
 
     use_tmp_dirs(monkeypatch, tmp_path, batch_size="10")
     ids = seed_customers(sqlite_engine, 30)
     seed_features(sqlite_engine, ids)
     path = write_campaign(tmp_path, control=0)
-    dispatch.prepare_run(sqlite_engine, str(path), "join:1", ledger.run_datetime("2026-11-24T10:00:00+01:00"))
+    runs.prepare_run(sqlite_engine, str(path), "join:1", ledger.run_datetime("2026-11-24T10:00:00+01:00"))
 
     summary = send_run("join:1")  # finds the campaign file by name in RELANCE_CAMPAIGNS_DIR
     assert summary["status"] == "completed" and summary["totals"] == {"sent": 30}

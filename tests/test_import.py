@@ -15,7 +15,7 @@ from audiences.importer import (
     import_orders,
     import_suppressions,
 )
-from relance.models import Consent, ConsentEvent, Customer, CustomerInterest, Device, Order, Suppression
+from core.models import Consent, ConsentEvent, Customer, CustomerInterest, Device, Order, Suppression
 
 DATA = Path(__file__).parent / "data"
 
@@ -282,7 +282,7 @@ def test_values_written_by_the_driver_path_read_back_like_orm_ones(engine):
     """The importer sends dates as the text SQLAlchemy itself stores on SQLite: they must read back equal."""
     from datetime import UTC, date, datetime
 
-    from relance.db import session_scope
+    from core.db import session_scope
 
     f = DATA / "customers.csv"
     import_customers(f, engine)

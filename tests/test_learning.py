@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from audiences.learning import campaign_models, dataset, registry, scoring
 from audiences.learning.models import NotEnoughData, train
-from relance.models import CampaignRun, Customer, Event, LedgerEntry, Order
+from core.models import CampaignRun, Customer, Event, LedgerEntry, Order
 
 T = datetime(2026, 2, 10, 12, 0, tzinfo=UTC)
 
@@ -191,7 +191,7 @@ def test_registry_uses_the_newest_passing_version_unless_pinned(settings) -> Non
 
 def test_selection_reads_the_scores_of_the_resolved_or_pinned_version(db_url, engine, settings) -> None:
     from audiences.rules import RuleContext, RuleError, compile_rule
-    from relance.spec import Campaign
+    from core.spec import Campaign
 
     with engine.begin() as conn:
         a, b = _customer(conn, "a"), _customer(conn, "b")
@@ -251,7 +251,7 @@ def test_migration_0007_moves_per_channel_scores_into_the_response_row_and_back(
     from alembic import command
     from sqlalchemy import text
 
-    from relance.db import alembic_config, get_engine, migrate
+    from core.db import alembic_config, get_engine, migrate
 
     engine = get_engine(db_url)
     command.downgrade(alembic_config(db_url), "0006")  # the fixture migrated to head

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from audiences.learning import scoring
-from relance.models import Recommendation
+from core.models import Recommendation
 
 
 @pytest.mark.prefect

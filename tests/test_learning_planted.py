@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from audiences.learning import campaign_models, dataset, models, registry, scoring, synthetic
-from relance.models import Consent
+from core.models import Consent
 
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday: e-mail and SMS are open in Paris
 N = 4000
@@ -30,8 +30,8 @@ class Planted:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planted]:
-    from relance.db import get_engine, migrate, reset_engines
-    from relance.settings import get_settings
+    from core.db import get_engine, migrate, reset_engines
+    from core.settings import get_settings
 
     tmp = tmp_path_factory.mktemp("planted")
     url = f"sqlite:///{tmp / 'relance.db'}"
@@ -141,7 +141,7 @@ def test_scores_are_written_per_version_in_batches_identically(planted: Planted)
 
 
 def _campaign(**kw):
-    from relance.spec import Campaign
+    from core.spec import Campaign
 
     data = {"name": "learn", "message": "promo/main", "control_group": {"percent": 10}}
     return Campaign.model_validate({**data, **kw})

@@ -7,9 +7,9 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from relance.models import CampaignRun, LedgerEntry, SendBatch, Status
+from core.models import CampaignRun, LedgerEntry, SendBatch, Status
+from delivery import batch, claims, ledger
 from tests.test_ledger_support import seed_customers, simple_selection
-from tracking import dispatch, ledger
 
 L = LedgerEntry.__table__
 B = SendBatch.__table__
@@ -68,25 +68,25 @@ def test_resumed_run_records_nothing_twice(engine):
 
 def test_claims_are_exclusive_and_stale_claims_turn_sending_into_unknown(engine):
     run_id, _ = _record(engine, n=25, batch_size=10, control_every=10)
-    alive, dead = dispatch.worker_id("a"), "elsewhere-host:1:x"
+    alive, dead = claims.worker_id("a"), "elsewhere-host:1:x"
     with engine.begin() as conn:
-        assert dispatch.claim_batch(conn, run_id, alive) == 1
-        assert dispatch.claim_batch(conn, run_id, dead) == 2
-        assert dispatch.claim_batch(conn, run_id, alive, batch=2) is None  # already claimed
+        assert claims.claim_batch(conn, run_id, alive) == 1
+        assert claims.claim_batch(conn, run_id, dead) == 2
+        assert claims.claim_batch(conn, run_id, alive, batch=2) is None  # already claimed
         # the dead worker had marked its batch sending, then vanished
         conn.execute(L.update().where(L.c.batch == 2).values(status=Status.sending))
     with engine.begin() as conn:
-        assert dispatch.reclaim_stale(conn, run_id, claim_timeout=3600) == []  # other host, claim is fresh
-        assert dispatch.reclaim_stale(conn, run_id, claim_timeout=0) == [2]  # timed out: released
+        assert claims.reclaim_stale(conn, run_id, claim_timeout=3600) == []  # other host, claim is fresh
+        assert claims.reclaim_stale(conn, run_id, claim_timeout=0) == [2]  # timed out: released
         statuses = dict(
             conn.execute(select(L.c.status, func.count()).where(L.c.batch == 2).group_by(L.c.status)).all()
         )
         reasons = set(conn.execute(select(L.c.reason).where(L.c.batch == 2)).scalars())
         assert statuses == {"unknown": 10} and reasons == {ledger.CRASH_REASON}
-        assert dispatch.claim_batch(conn, run_id, alive) == 2
+        assert claims.claim_batch(conn, run_id, alive) == 2
         # loading batch 2 now finds nothing to send: unknown rows are never re-sent
-        assert dispatch.load_batch(conn, run_id, 2) == []
-        assert [r.customer_id for r in dispatch.load_batch(conn, run_id, 1)][:3] == [1, 2, 3]
+        assert batch.load_batch(conn, run_id, 2) == []
+        assert [r.customer_id for r in batch.load_batch(conn, run_id, 1)][:3] == [1, 2, 3]
 
 
 def test_dead_local_process_claim_is_reclaimed_at_once(engine):
@@ -97,10 +97,10 @@ def test_dead_local_process_claim_is_reclaimed_at_once(engine):
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    gone = f"{dispatch.worker_id().split(':')[0]}:{proc.stdout.strip()}:x"
+    gone = f"{claims.worker_id().split(':')[0]}:{proc.stdout.strip()}:x"
     with engine.begin() as conn:
-        dispatch.claim_batch(conn, run_id, gone)
-        assert dispatch.reclaim_stale(conn, run_id, claim_timeout=3600) == [1]
+        claims.claim_batch(conn, run_id, gone)
+        assert claims.reclaim_stale(conn, run_id, claim_timeout=3600) == [1]
 
 
 def test_record_results_is_forward_only_and_requeue_is_explicit(engine):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, case, func, insert, literal, select
 
-from relance.models import Consent, Customer, Device, utcnow
+from core.models import Consent, Customer, Device, utcnow
 
 
 def seed_customers(

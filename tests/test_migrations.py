@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from relance.db import alembic_config, current_revision, get_engine, migrate
+from core.db import alembic_config, current_revision, get_engine, migrate
 
 
 def test_upgrade_from_0001_keeps_the_data(db_url):

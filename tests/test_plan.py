@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from audiences import assign
 from audiences.plan import explain, funnel
 from audiences.policy import campaign_policy
-from relance.settings import get_settings
+from core.settings import get_settings
 from tests.test_selection_support import add_customer, add_run, add_sent, campaign, suppress
 
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # Guadeloupe 06:00: SMS and push closed there
@@ -156,8 +156,8 @@ def test_explain_one_customer(engine):
 
 
 def test_plan_command_prints_the_funnel_explains_and_writes_csv(db_url, tmp_path, monkeypatch):
+    from core.db import get_engine
     from relance.cli.app import app
-    from relance.db import get_engine
 
     engine = get_engine(db_url)
     with engine.begin() as c:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 
 from audiences.policy import Window, campaign_policy, easter, french_public_holidays, is_public_holiday
-from relance.settings import Settings
-from relance.spec import Campaign
+from core.settings import Settings
+from core.spec import Campaign
 
 CAMP = Campaign.model_validate({"name": "t", "message": "m"})
 

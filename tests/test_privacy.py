@@ -9,7 +9,7 @@ from sqlalchemy import select
 from audiences import consent
 from audiences.importer import import_customers, import_devices, import_orders
 from audiences.privacy import UnknownCustomer, export, forget, to_json
-from relance.models import Consent, ConsentEvent, Customer, Device, Order, Suppression
+from core.models import Consent, ConsentEvent, Customer, Device, Order, Suppression
 
 DATA = Path(__file__).parent / "data"
 

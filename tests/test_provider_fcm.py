@@ -7,9 +7,9 @@ import time
 
 from sqlalchemy import select
 
-from channels.effects import apply_effects
 from channels.registry import get_provider
-from relance.models import Customer, Device
+from core.models import Customer, Device
+from delivery.effects import apply_effects
 from tests.fakes import messages
 
 

@@ -60,7 +60,7 @@ def test_concurrent_batches_never_interleave_lines(settings):
 
 
 def test_null_provider_discards(settings, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_PUSH_PROVIDER", "null")
     get_settings.cache_clear()
@@ -76,7 +76,7 @@ def test_null_provider_discards(settings, monkeypatch):
      ("push", "fcm", "RELANCE_FCM_CREDENTIALS_FILE")],
 )  # fmt: skip
 def test_configuration_errors_say_what_to_write(settings, monkeypatch, channel, name, message):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv(f"RELANCE_{channel.upper()}_PROVIDER", name)
     get_settings.cache_clear()

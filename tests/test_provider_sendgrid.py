@@ -32,7 +32,7 @@ def test_success_carries_ledger_id_categories_and_unsubscribe_headers(sendgrid_e
 
 
 def test_sandbox_mode(sendgrid_env, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_SENDGRID_SANDBOX", "true")
     get_settings.cache_clear()
@@ -89,7 +89,7 @@ def test_timeout_after_sending_is_unknown_and_not_retried(sendgrid_env):
 def test_connection_refused_is_retryable(sendgrid_env, monkeypatch):
     import socket
 
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -105,7 +105,7 @@ def test_missing_key_names_the_variable(settings, monkeypatch):
     import pytest
 
     from channels.registry import ProviderConfigError
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_EMAIL_PROVIDER", "sendgrid")
     get_settings.cache_clear()

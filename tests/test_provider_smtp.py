@@ -13,7 +13,7 @@ from tests.fakes.smtp_fake import SmtpFake, free_port
 
 @pytest.fixture
 def smtp(settings, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     with SmtpFake() as fake:
         for key, value in {"RELANCE_EMAIL_PROVIDER": "smtp", "RELANCE_SMTP_PORT": str(fake.port),
@@ -58,7 +58,7 @@ def test_unknown_mailbox_is_permanent_invalid_and_greylisting_is_retried(smtp):
 
 
 def test_unreachable_server_is_retryable(settings, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_EMAIL_PROVIDER", "smtp")
     monkeypatch.setenv("RELANCE_SMTP_PORT", str(free_port()))

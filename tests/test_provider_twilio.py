@@ -7,9 +7,9 @@ import time
 
 from sqlalchemy import select
 
-from channels.effects import apply_effects
 from channels.registry import get_provider
-from relance.models import Consent, ConsentEvent, Customer, Suppression
+from core.models import Consent, ConsentEvent, Customer, Suppression
+from delivery.effects import apply_effects
 from tests.fakes import messages
 
 STOP, INVALID, LANDLINE = "+15005550004", "+15005550001", "+15005550009"
@@ -42,7 +42,7 @@ def test_success_stores_sid_and_sends_service_and_callback(twilio_env, settings)
 
 
 def test_sender_number_when_no_messaging_service(twilio_env, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.delenv("RELANCE_TWILIO_MESSAGING_SERVICE_SID")
     monkeypatch.setenv("RELANCE_TWILIO_FROM", "+33700000000")

@@ -25,7 +25,7 @@ def _max_in_window(times: list[float], window: float) -> int:
 
 @pytest.fixture
 def limited(sendgrid_env, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_SENDGRID_RATE_PER_SECOND", "40")
     monkeypatch.setenv("RELANCE_SENDGRID_CONCURRENCY", "4")
@@ -57,7 +57,7 @@ def test_rate_holds_across_concurrent_batches_in_threads(limited):
 
 
 def test_concurrency_bounds_requests_in_flight(limited, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_SENDGRID_RATE_PER_SECOND", "0")  # unlimited rate: only concurrency bites
     get_settings.cache_clear()
@@ -93,7 +93,7 @@ def test_batch_rate_limit_outside_prefect_is_a_no_op(settings):
 def test_global_limits_only_for_the_providers_asked(settings, prefect_harness, monkeypatch):
     """A run sets up the limits of the providers it sends through, not every provider's."""
     from channels.ratelimit import ensure_global_limits
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_TWILIO_RATE_PER_SECOND", "20")
     monkeypatch.setenv("RELANCE_SENDGRID_RATE_PER_SECOND", "50")
@@ -111,7 +111,7 @@ def test_prefect_global_limit_spaces_batches(settings, prefect_harness, monkeypa
     from prefect import flow
 
     from channels.ratelimit import ensure_global_limits
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_TWILIO_RATE_PER_SECOND", "20")
     monkeypatch.setenv("RELANCE_BATCH_SIZE", "10")

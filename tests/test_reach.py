@@ -14,8 +14,8 @@ from alembic import command
 from sqlalchemy import Connection, delete, insert, select, text, update
 
 from audiences import consent, privacy
-from relance.db import alembic_config, get_engine, migrate
-from relance.models import CHANNELS, Consent, Customer, Device, Suppression
+from core.db import alembic_config, get_engine, migrate
+from core.models import CHANNELS, Consent, Customer, Device, Suppression
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 CUSTOMER, CONSENT, DEVICE = Customer.__table__, Consent.__table__, Device.__table__

@@ -8,7 +8,7 @@ from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from audiences.learning.recommend import recommend, recommendations_for
-from relance.models import Customer, Order, Recommendation
+from core.models import Customer, Order, Recommendation
 
 T = datetime(2026, 2, 1, tzinfo=UTC)
 

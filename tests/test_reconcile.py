@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import func, select
 
 from channels.outbox import append_lines
-from relance.models import LedgerEntry
+from core.models import LedgerEntry
+from delivery import claims, ledger, reconcile, runs, send
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import outbox_ledger_ids, seed_features, use_tmp_dirs, write_campaign
 from tests.test_tracking_support import seed, sg_event
-from tracking import dispatch, ledger, reconcile
 from tracking.events import store_events
 from tracking.sendgrid_events import normalize
 from tracking.twilio_events import status_event
@@ -35,14 +35,14 @@ def _prepare(engine, tmp_path, monkeypatch, n=30, batch_size="10", **env):
     ids = seed_customers(engine, n)
     seed_features(engine, ids)
     path = write_campaign(tmp_path, control=0)
-    run = dispatch.prepare_run(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
+    run = runs.prepare_run(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
     return run, path
 
 
 def _crash_in_flight(engine, run_id: int, batch: int, provider: str) -> list[int]:
     """What a kill -9 leaves: the batch claimed by a dead worker, its rows `sending` with their provider."""
     with engine.begin() as conn:
-        assert dispatch.claim_batch(conn, run_id, "far-host:4242:dead", batch) == batch
+        assert claims.claim_batch(conn, run_id, "far-host:4242:dead", batch) == batch
         conn.execute(
             L.update()
             .where(L.c.run_id == run_id, L.c.batch == batch)
@@ -64,7 +64,7 @@ def test_sendgrid_batch_keeps_sending_within_concurrency_and_commits_as_it_goes(
 ):
     sendgrid_env.latency = 0.03
     run, _ = _prepare(engine, tmp_path, monkeypatch, n=60, batch_size="60", sendgrid_concurrency="8")
-    ctx = dispatch.make_context(run)
+    ctx = runs.make_context(run)
     seen: list[tuple[int, int]] = []  # (sending, sent) sampled while the batch runs
     done = threading.Event()
 
@@ -85,8 +85,8 @@ def test_sendgrid_batch_keeps_sending_within_concurrency_and_commits_as_it_goes(
     sampler.start()
     try:
         with engine.begin() as conn:
-            batch = dispatch.claim_batch(conn, run.run_id, ctx.worker)
-        outcome = dispatch.process_batch(engine, ctx, batch)
+            batch = claims.claim_batch(conn, run.run_id, ctx.worker)
+        outcome = send.process_batch(engine, ctx, batch)
     finally:
         done.set()
         sampler.join()
@@ -108,7 +108,7 @@ def test_outbox_settles_what_a_crash_left_in_flight_from_its_own_file(engine, tm
         [json.dumps({"ledger_id": i, "run_id": run.run_id, "customer_id": 0}) for i in written],
     )
 
-    summary = dispatch.run_direct(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
+    summary = runs.run_direct(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
     assert summary["totals"] == {"sent": 30} and summary["status"] == "completed"
     rows = _rows(engine, in_flight)
     assert all(rows[i].reason == "reconciled: found in the outbox after a crash" for i in written)
@@ -156,16 +156,14 @@ def test_webhook_events_settle_unknown_rows_to_what_they_prove(engine):
 def test_resend_unknown_requeues_only_rows_still_unknown(engine, tmp_path, monkeypatch):
     run, path = _prepare(engine, tmp_path, monkeypatch, claim_timeout_seconds="0")
     in_flight = _crash_in_flight(engine, run.run_id, 2, "sendgrid")  # a provider that keeps no record
-    first = dispatch.run_direct(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
+    first = runs.run_direct(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
     assert first["totals"] == {"sent": 20, "unknown": 10}
     with engine.begin() as conn:  # SendGrid's webhook says three of them were accepted
         store_events(conn, [normalize(sg_event("processed", i)) for i in in_flight[:3]])
 
-    again = dispatch.prepare_run(
-        engine, str(path), "relaunch:r", ledger.run_datetime(NOW), resend_unknown=True
-    )
+    again = runs.prepare_run(engine, str(path), "relaunch:r", ledger.run_datetime(NOW), resend_unknown=True)
     assert again.requeued == 7 and again.reconciled == 3
-    resent = dispatch.run_direct(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
+    resent = runs.run_direct(engine, str(path), "relaunch:r", ledger.run_datetime(NOW))
     assert resent["totals"] == {"sent": 30}
     rows = _rows(engine, in_flight)
     assert all(rows[i].attempts == 1 for i in in_flight[:3])  # settled by evidence: not re-sent
@@ -179,9 +177,9 @@ def test_a_provider_that_cannot_be_built_marks_nothing_sending(engine, tmp_path,
 
     run, _ = _prepare(engine, tmp_path, monkeypatch, n=10)
     use_tmp_dirs(monkeypatch, tmp_path, email_provider="sendgrid")  # no RELANCE_SENDGRID_API_KEY
-    ctx = dispatch.make_context(run)
+    ctx = runs.make_context(run)
     with engine.begin() as conn:
-        batch = dispatch.claim_batch(conn, run.run_id, ctx.worker)
+        batch = claims.claim_batch(conn, run.run_id, ctx.worker)
     with pytest.raises(ProviderConfigError, match="RELANCE_SENDGRID_API_KEY"):
-        dispatch.process_batch(engine, ctx, batch)
+        send.process_batch(engine, ctx, batch)
     assert {r.status for r in _rows(engine).values()} == {"planned"}  # never sent: not unknown

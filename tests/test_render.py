@@ -10,7 +10,7 @@ import pytest
 
 from channels.render import RenderContext, Renderer, RenderError
 from channels.tracking_links import click_targets
-from relance.tokens import read_token
+from core.tokens import read_token
 
 REPO = Path(__file__).resolve().parent.parent
 OFFER = {"code": "RETOUR15", "discount_percent": 15, "price": 12.5, "url": "https://maison.example/retour"}

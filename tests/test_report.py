@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from relance.models import CampaignRun, Customer, Event, LedgerEntry, Status
-from tracking import alerts
-from tracking.report import build_report
-from tracking.report_render import print_report, write_csv, write_html
-from tracking.stats import MIN_CONTROL, newcombe_difference, two_proportion_p_value, uplift, wilson
+from core.models import CampaignRun, Customer, Event, LedgerEntry, Status
+from delivery import alerts
+from reporting.report import build_report
+from reporting.report_render import print_report, write_csv, write_html
+from reporting.stats import MIN_CONTROL, newcombe_difference, two_proportion_p_value, uplift, wilson
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -256,9 +256,9 @@ def test_runs_compared_and_render(sqlite_engine, settings, tmp_path):
 
 def test_programme_uplift_compares_the_global_control_group(engine, monkeypatch):
     from audiences.assign import in_global_control
-    from relance.models import Order
-    from relance.settings import get_settings
-    from tracking.portfolio import programme_uplift
+    from core.models import Order
+    from core.settings import get_settings
+    from reporting.portfolio import programme_uplift
 
     monkeypatch.setenv("RELANCE_GLOBAL_CONTROL_PERCENT", "20")
     get_settings.cache_clear()
@@ -299,7 +299,7 @@ def test_programme_uplift_compares_the_global_control_group(engine, monkeypatch)
 
 
 def test_programme_uplift_needs_a_global_control(sqlite_engine, settings):
-    from tracking.portfolio import programme_uplift
+    from reporting.portfolio import programme_uplift
 
     with sqlite_engine.connect() as conn:
         assert programme_uplift(conn, T0) is None

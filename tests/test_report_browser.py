@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from reporting.report import build_report
+from reporting.report_render import write_html
 from tests.browser import Browser
 from tests.test_report import make_ledger
-from tracking.report import build_report
-from tracking.report_render import write_html
 
 pytestmark = pytest.mark.browser
 

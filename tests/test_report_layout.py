@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from relance.models import CampaignRun
+from core.models import CampaignRun
+from reporting.report import build_report
+from reporting.report_render import euros, rates, uplift_row
 from tests.test_report import make_ledger
-from tracking.report import build_report
-from tracking.report_render import euros, rates, uplift_row
 
 FIGURE_LABELS = [
     "messages",
@@ -113,10 +113,10 @@ def expected_cells(f) -> dict[str, str]:
 @pytest.fixture
 def planned_run(sqlite_engine):
     """A run recorded the way `relance run` records it: selection and funnel from audiences.plan."""
+    from delivery import ledger
+    from delivery.runs import select_audience
     from tests.test_plan import CAMP, NOW, _random_base
     from tests.test_selection_support import campaign
-    from tracking import ledger
-    from tracking.dispatch import select_audience
 
     _random_base(sqlite_engine, n=120)
     camp = campaign(**CAMP)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from relance.models import CampaignRun, LedgerEntry, SendBatch
+from core.models import CampaignRun, LedgerEntry, SendBatch
+from delivery import claims, ledger, runs
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import outbox_ledger_ids, seed_features, use_tmp_dirs, write_campaign
-from tracking import dispatch, ledger
 
 L = LedgerEntry.__table__
 NOW = "2026-11-24T10:00:00+01:00"
 
 
 def _run(engine, path, **kw):
-    return dispatch.run_direct(engine, str(path), now=ledger.run_datetime(NOW), **kw)
+    return runs.run_direct(engine, str(path), now=ledger.run_datetime(NOW), **kw)
 
 
 def test_every_selected_customer_ends_final_or_skipped(engine, settings, tmp_path, monkeypatch):
@@ -54,9 +54,9 @@ def test_same_key_again_sends_nothing_twice_and_unknown_waits_for_the_operator(
     seed_features(engine, ids)
     path = write_campaign(tmp_path, control=0)
     # a first process recorded the run, claimed batch 2, marked it sending and died (kill -9)
-    run = dispatch.prepare_run(engine, str(path), "relaunch:once", ledger.run_datetime(NOW))
+    run = runs.prepare_run(engine, str(path), "relaunch:once", ledger.run_datetime(NOW))
     with engine.begin() as conn:
-        assert dispatch.claim_batch(conn, run.run_id, "far-host:4242:dead") == 1
+        assert claims.claim_batch(conn, run.run_id, "far-host:4242:dead") == 1
         conn.execute(L.update().where(L.c.batch == 1).values(status="sending", attempts=1))
     use_tmp_dirs(monkeypatch, tmp_path, claim_timeout_seconds="0")
 
@@ -107,7 +107,7 @@ def test_consent_and_suppression_are_checked_again_at_send_time(engine, settings
     ids = seed_customers(engine, 20)
     seed_features(engine, ids)
     path = write_campaign(tmp_path, control=0)
-    dispatch.prepare_run(engine, str(path), "late:1", ledger.run_datetime(NOW))  # recorded, not sent yet
+    runs.prepare_run(engine, str(path), "late:1", ledger.run_datetime(NOW))  # recorded, not sent yet
     with engine.begin() as conn:  # meanwhile: one unsubscribes, one hard-bounces elsewhere
         withdraw(conn, ids[2], "email", source="unsubscribe")
         suppress(conn, f"c{ids.index(ids[5]) + 1}@example.org", "hard_bounce", channel="email")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from relance.models import CampaignRun, LedgerEntry, Status
-from relance.settings import get_settings
+from core.models import CampaignRun, LedgerEntry, Status
+from core.settings import get_settings
+from delivery import claims, ledger, runs, send
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import seed_features, use_tmp_dirs, write_campaign
-from tracking import dispatch, ledger
 
 L = LedgerEntry.__table__
 R = CampaignRun.__table__
@@ -21,19 +21,19 @@ def test_hard_bounces_pause_the_run_between_batches(sqlite_engine, settings, tmp
     ids = seed_customers(sqlite_engine, 200)
     seed_features(sqlite_engine, ids)
     path = write_campaign(tmp_path, control=0)
-    run = dispatch.prepare_run(sqlite_engine, str(path), now=NOW)
-    ctx = dispatch.make_context(run)
+    run = runs.prepare_run(sqlite_engine, str(path), now=NOW)
+    ctx = runs.make_context(run)
 
     with sqlite_engine.begin() as conn:
-        first = dispatch.claim_batch(conn, run.run_id, ctx.worker)
-    dispatch.process_batch(sqlite_engine, ctx, first)
+        first = claims.claim_batch(conn, run.run_id, ctx.worker)
+    send.process_batch(sqlite_engine, ctx, first)
     with sqlite_engine.begin() as conn:  # the provider reports 10% hard bounces on the first batch
         sent = (
             conn.execute(select(L.c.id).where(L.c.run_id == run.run_id, L.c.status == "sent")).scalars().all()
         )
         conn.execute(update(L).where(L.c.id.in_(sent[:5])).values(status=Status.bounced))
 
-    summary = dispatch.run_direct(sqlite_engine, str(path), run.key, NOW)
+    summary = runs.run_direct(sqlite_engine, str(path), run.key, NOW)
     assert summary["status"] == "paused"
     assert "hard bounces 10.00%" in summary["paused_reason"]
     with sqlite_engine.connect() as conn:
@@ -65,8 +65,8 @@ def test_each_worker_rereads_alert_rates_at_most_every_interval(
     use_tmp_dirs(monkeypatch, tmp_path, batch_size="50", alert_check_seconds="3600")
     ids = seed_customers(sqlite_engine, 10)
     seed_features(sqlite_engine, ids)
-    run = dispatch.prepare_run(sqlite_engine, str(write_campaign(tmp_path, control=0)), now=NOW)
-    ctx = dispatch.make_context(run)
+    run = runs.prepare_run(sqlite_engine, str(write_campaign(tmp_path, control=0)), now=NOW)
+    ctx = runs.make_context(run)
     assert [ctx.alerts_due(), ctx.alerts_due(), ctx.alerts_due()] == [True, False, False]
     monkeypatch.setenv("RELANCE_ALERT_CHECK_SECONDS", "0")
     get_settings.cache_clear()

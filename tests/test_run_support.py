@@ -69,7 +69,7 @@ def seed_features(engine, customer_ids: list[int], category: str = "épicerie") 
     """customer_features rows (the test template reads features.favourite_category)."""
     from sqlalchemy import insert
 
-    from relance.models import CustomerFeatures, utcnow
+    from core.models import CustomerFeatures, utcnow
 
     now = utcnow()
     with engine.begin() as conn:
@@ -95,7 +95,7 @@ def outbox_ledger_ids(outbox: Path) -> list[tuple[int, int]]:
 
 def use_tmp_dirs(monkeypatch, tmp_path: Path, **env: str) -> None:
     """Templates and campaigns from tmp_path (plus RELANCE_<NAME> overrides), settings reloaded."""
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(tmp_path / "templates"))
     monkeypatch.setenv("RELANCE_CAMPAIGNS_DIR", str(tmp_path / "campaigns"))

@@ -155,7 +155,7 @@ def test_control_group_and_variants_are_stable_and_match_python(engine, monkeypa
 
 
 def test_global_control_group_is_excluded_from_every_campaign(engine, monkeypatch):
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     with engine.begin() as c:
         ids = [add_customer(c, f"g{i}", consent=("email",), device=False) for i in range(300)]

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from relance.models import (
+from core.models import (
     CampaignRun,
     Consent,
     Customer,
@@ -20,7 +20,7 @@ from relance.models import (
     Order,
     Suppression,
 )
-from relance.spec import Campaign
+from core.spec import Campaign
 
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday, 11:00 in Paris, 14:00 in Reunion
 

@@ -8,7 +8,7 @@ import pytest
 
 from channels.render import RenderContext, Renderer
 from channels.tracking_links import DbLinkRegistry, MemoryLinkRegistry, click_targets
-from relance.tokens import BadToken, make_short_code, read_short_code
+from core.tokens import BadToken, make_short_code, read_short_code
 from tests.test_tracking_support import client_for, events_of, make_keys, seed, status_of
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import pytest
 
 from audiences.rules import RuleContext, RuleError, compile_rule
 from audiences.segments import SegmentBook, SegmentError, SegmentFileError
-from relance.spec import Campaign, FeatureRule, SegmentRule
-from relance.spec_loader import SpecError, load_campaign, load_yaml, position, schema_text
+from core.spec import Campaign, FeatureRule, SegmentRule
+from core.spec_loader import SpecError, load_campaign, load_yaml, position, schema_text
 
 REPO = Path(__file__).resolve().parent.parent
 BROKEN = REPO / "tests" / "data" / "broken_campaigns"

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from relance.tokens import BASE62, SHORT_TAG_LEN, _short_tag, base62, unbase62
+from core.tokens import BASE62, SHORT_TAG_LEN, _short_tag, base62, unbase62
 
 
 def _base62_by_digit(n: int) -> str:

@@ -35,7 +35,7 @@ def keys():
 
 @pytest.fixture(scope="module")
 def database(tmp_path_factory) -> Iterator[tuple[str, Engine]]:
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
 
     url = f"sqlite:///{tmp_path_factory.mktemp('body-limit') / 'relance.db'}"
     migrate(url)

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from audiences.consent import is_suppressed
-from relance.models import Consent, Customer
-from relance.tokens import click_url, make_token, open_pixel_url, unsubscribe_url
+from core.models import Consent, Customer
+from core.tokens import click_url, make_token, open_pixel_url, unsubscribe_url
 from tests.test_tracking_support import client_for, events_of, make_keys, seed, status_of
 from tracking.links import is_machine
 

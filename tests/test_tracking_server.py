@@ -8,7 +8,7 @@ import sqlite3
 import httpx
 
 from bench.ingest import Server, free_port, run
-from relance.tokens import make_token
+from core.tokens import make_token
 from tests.test_tracking_support import (
     events_of,
     make_keys,

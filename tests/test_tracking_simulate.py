@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from relance.models import Event, LedgerEntry
+from core.models import Event, LedgerEntry
 from tests.test_tracking_support import seed
 from tracking.simulate import Rates, _buyers, simulate_responses
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from relance.models import LedgerEntry
+from core.models import LedgerEntry
 from tests.test_tracking_support import seed, status_of
 from tracking.status import advance
 

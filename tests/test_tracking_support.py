@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from twilio.request_validator import RequestValidator
 
-from relance.models import CampaignRun, Customer, Event, LedgerEntry
+from core.models import CampaignRun, Customer, Event, LedgerEntry
 
 TWILIO_TOKEN = "twilio-test-token"
 API_KEY = "conversions-test-key"

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from audiences.consent import is_suppressed
-from relance.models import Consent, Customer
-from relance.settings import get_settings
+from core.models import Consent, Customer
+from core.settings import get_settings
 from tests.test_tracking_support import (
     client_for,
     events_of,
@@ -133,7 +133,7 @@ def test_every_event_type_is_mapped(sqlite_engine, settings, keys):
 
 
 def _reason(engine, ledger_id):
-    from relance.models import LedgerEntry
+    from core.models import LedgerEntry
 
     t = LedgerEntry.__table__
     with engine.connect() as conn:

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from audiences.consent import is_suppressed
-from relance.models import Consent, ConsentEvent, Customer
-from relance.settings import get_settings
+from core.models import Consent, ConsentEvent, Customer
+from core.settings import get_settings
 from tests.test_tracking_support import client_for, events_of, make_keys, seed, status_of, twilio_headers
 
 PUBLIC = "https://track.relance.example"
@@ -59,7 +59,7 @@ def test_signed_status_callbacks_are_accepted_and_forged_refused(engine, client)
 
 
 def _sid_tag(engine, ledger_id):
-    from relance.models import LedgerEntry
+    from core.models import LedgerEntry
 
     t = LedgerEntry.__table__
     with engine.connect() as conn:

@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from relance.models import LedgerEntry, SendBatch
+from core.models import LedgerEntry, SendBatch
+from delivery import claims, ledger, runs, send
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import outbox_ledger_ids, seed_features, write_campaign
-from tracking import dispatch, ledger
 
 pytestmark = pytest.mark.postgres
 L = LedgerEntry.__table__
@@ -20,8 +20,8 @@ B = SendBatch.__table__
 
 @pytest.fixture
 def pg_engine(pg_url, settings, monkeypatch, tmp_path):
-    from relance.db import get_engine, migrate, reset_engines
-    from relance.settings import get_settings
+    from core.db import get_engine, migrate, reset_engines
+    from core.settings import get_settings
 
     monkeypatch.setenv("RELANCE_DATABASE_URL", pg_url)
     monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(tmp_path / "templates"))
@@ -35,32 +35,32 @@ def pg_engine(pg_url, settings, monkeypatch, tmp_path):
 def test_skip_locked_gives_concurrent_claimers_different_batches(pg_engine, tmp_path):
     ids = seed_customers(pg_engine, 30)
     seed_features(pg_engine, ids)
-    run = dispatch.prepare_run(pg_engine, str(write_campaign(tmp_path, control=0)), "w:1", batch_size=10)
+    run = runs.prepare_run(pg_engine, str(write_campaign(tmp_path, control=0)), "w:1", batch_size=10)
     with pg_engine.connect() as a, pg_engine.connect() as b:
         with a.begin():
-            assert dispatch.claim_batch(a, run.run_id, "h:1:a") == 1  # row lock held, not committed
+            assert claims.claim_batch(a, run.run_id, "h:1:a") == 1  # row lock held, not committed
             with b.begin():
-                assert dispatch.claim_batch(b, run.run_id, "h:1:b") == 2  # skipped the locked row, no wait
+                assert claims.claim_batch(b, run.run_id, "h:1:b") == 2  # skipped the locked row, no wait
         with a.begin(), b.begin():
-            assert dispatch.claim_batch(a, run.run_id, "h:1:a") == 3
-            assert dispatch.claim_batch(b, run.run_id, "h:1:b") is None
+            assert claims.claim_batch(a, run.run_id, "h:1:a") == 3
+            assert claims.claim_batch(b, run.run_id, "h:1:b") is None
 
 
 def test_two_workers_send_one_run_without_duplicate_or_gap(pg_engine, tmp_path):
     ids = seed_customers(pg_engine, 300)
     seed_features(pg_engine, ids)
     path = write_campaign(tmp_path, control=10)
-    run = dispatch.prepare_run(pg_engine, str(path), "w:2", batch_size=5)
+    run = runs.prepare_run(pg_engine, str(path), "w:2", batch_size=5)
     start = threading.Barrier(2)
     done: dict[str, int] = {}
     errors: list[BaseException] = []
 
     def worker(tag: str) -> None:
         try:
-            joined = dispatch.join_run(pg_engine, "w:2", str(path))
-            ctx = dispatch.make_context(joined, dispatch.worker_id(tag))
+            joined = runs.join_run(pg_engine, "w:2", str(path))
+            ctx = runs.make_context(joined, claims.worker_id(tag))
             start.wait()
-            done[tag] = dispatch.work(pg_engine, ctx, claim_timeout=3600)
+            done[tag] = send.work(pg_engine, ctx, claim_timeout=3600)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 

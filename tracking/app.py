@@ -34,10 +34,10 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.exc import OperationalError
 
-from relance.db import make_engine
-from relance.models import Customer
-from relance.settings import Settings, get_settings
-from relance.tokens import BadToken, read_short_code, read_token
+from core.db import make_engine
+from core.models import Customer
+from core.settings import Settings, get_settings
+from core.tokens import BadToken, read_short_code, read_token
 from tracking import links, sendgrid_events, twilio_events
 from tracking.attribution import Purchase, attribute_purchases
 from tracking.events import store_events

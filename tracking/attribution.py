@@ -31,9 +31,9 @@ from pathlib import Path
 import yaml
 from sqlalchemy import Connection, func, or_, select
 
-from relance.models import CampaignRun, Event, LedgerEntry, Order, Status
-from relance.settings import get_settings
-from relance.spec import Conversion
+from core.models import CampaignRun, Event, LedgerEntry, Order, Status
+from core.settings import get_settings
+from core.spec import Conversion
 from tracking.events import NormalizedEvent, store_events
 
 _SENT = (Status.sent, Status.delivered, Status.opened, Status.clicked, Status.converted)

@@ -33,7 +33,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from audiences.consent import set_consent, suppress, unsuppress, withdraw
-from relance.models import ConsentStatus, Customer, Event, LedgerEntry, Status, utcnow
+from core.models import ConsentStatus, Customer, Event, LedgerEntry, Status, utcnow
 from tracking.status import advance, settle_unknown
 
 EVENT_TYPES = frozenset(
@@ -192,7 +192,7 @@ def _proven_status(e: NormalizedEvent) -> Status | None:
 
 def _settle_unknown(conn: Connection, events: list[NormalizedEvent]) -> int:
     """Rows left ``unknown`` by a crash take what the provider's events prove (highest rank wins)."""
-    from relance.models import RANK
+    from core.models import RANK
 
     proving = [e for e in events if e.ledger_id is not None and _proven_status(e) is not None]
     if not proving:

@@ -1,6 +1,6 @@
 """Our own tracked links: clicks, the open pixel and unsubscribe links.
 
-Tokens are read with ``relance.tokens``; a forged or altered one is refused
+Tokens are read with ``core.tokens``; a forged or altered one is refused
 before anything is recorded, and a click only ever redirects to the URL
 inside its signed token (no open redirect).
 
@@ -25,7 +25,7 @@ from html import escape
 
 from sqlalchemy import Connection, select
 
-from relance.models import Customer, LedgerEntry, Link, utcnow
+from core.models import Customer, LedgerEntry, Link, utcnow
 from tracking.events import NormalizedEvent, StoreResult, store_events
 
 MACHINE_SECONDS = 2.0

@@ -17,7 +17,7 @@ from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from relance.models import utcnow
+from core.models import utcnow
 from tracking.events import NormalizedEvent
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"

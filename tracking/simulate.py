@@ -50,9 +50,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, select
 from twilio.request_validator import RequestValidator
 
-from relance.models import Customer, LedgerEntry
-from relance.settings import Settings, get_settings
-from relance.tokens import make_token
+from core.models import Customer, LedgerEntry
+from core.settings import Settings, get_settings
+from core.tokens import make_token
 from tracking.links import MACHINE_SECONDS
 
 _SENT = ("sent", "delivered", "opened", "clicked", "converted")
@@ -359,7 +359,7 @@ async def asimulate_responses(
     rates: Rates | None = None,
 ) -> dict[str, int]:
     """The async form of ``simulate_responses``."""
-    from relance.db import get_engine
+    from core.db import get_engine
 
     settings = get_settings()
     engine = engine or get_engine()

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, update
 
-from relance.models import RANK, LedgerEntry, Status, utcnow
+from core.models import RANK, LedgerEntry, Status, utcnow
 
 _IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
 

@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape
 from sqlalchemy import Connection, select
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-from relance.models import Customer, LedgerEntry, utcnow
+from core.models import Customer, LedgerEntry, utcnow
 from tracking.events import NormalizedEvent, StoreResult, store_events
 
 SIGNATURE_HEADER = "X-Twilio-Signature"

@@ -26,7 +26,7 @@ from audiences.csv_import.common import (
 )
 from audiences.csv_import.report import ImportReport
 from audiences.csv_import.source import Columns, Row
-from relance.models import CHANNELS, utcnow
+from core.models import CHANNELS, utcnow
 
 PROFILE = (
     "first_name",

@@ -10,7 +10,7 @@ from audiences import normalize as norm
 from audiences.csv_import.common import SeenKeys, dialect_insert, drop_duplicates, in_chunks
 from audiences.csv_import.report import ImportReport
 from audiences.csv_import.source import Columns, Row
-from relance.models import Customer, Device
+from core.models import Customer, Device
 
 COLUMNS = Columns(required=("customer_external_id", "token", "platform"), optional=("last_seen_at", "active"))
 PLATFORMS = ("ios", "android", "web")

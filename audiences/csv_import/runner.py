@@ -26,7 +26,7 @@ from audiences.csv_import import customers, devices, orders, suppressions
 from audiences.csv_import.common import Driver
 from audiences.csv_import.report import ImportReport
 from audiences.csv_import.source import Block, blocks, open_source, parse_block
-from relance.settings import get_settings
+from core.settings import get_settings
 
 KINDS: dict[str, ModuleType] = {
     "customers": customers,

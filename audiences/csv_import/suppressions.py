@@ -17,7 +17,7 @@ from audiences.csv_import.common import SeenKeys, dialect_insert, drop_duplicate
 from audiences.csv_import.customers import write_consents
 from audiences.csv_import.report import ImportReport
 from audiences.csv_import.source import Columns, Row
-from relance.models import CHANNELS, Consent, Customer, Suppression, utcnow
+from core.models import CHANNELS, Consent, Customer, Suppression, utcnow
 
 COLUMNS = Columns(required=("address",), optional=("channel", "reason", "source"))
 REASONS = ("unsubscribed", "hard_bounce", "complaint", "stop", "invalid", "erased", "imported")

@@ -14,7 +14,7 @@ from typing import Any
 from audiences.learning.registry import canonical
 from audiences.rules import RuleContext, compile_rule
 from audiences.score_rules import model_version
-from relance.models import utcnow
+from core.models import utcnow
 
 
 def resolve_versions(campaign: Any, *, bind: Any = None, now: datetime | None = None) -> dict[str, str]:

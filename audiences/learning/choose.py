@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Subquery, and_, case, func, literal, or_, 
 from audiences.learning.registry import canonical, channel_column
 from audiences.rule_context import SCORES, RuleContext
 from audiences.score_rules import model_version, scores_of
-from relance.spec import Campaign
+from core.spec import Campaign
 
 NO_SCORE = -1.0
 

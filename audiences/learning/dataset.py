@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from relance.models import CampaignRun, Customer, Event, LedgerEntry, Order, utcnow
+from core.models import CampaignRun, Customer, Event, LedgerEntry, Order, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert
 
-from relance.models import CampaignRun, Customer, Event, LedgerEntry, Order
+from core.models import CampaignRun, Customer, Event, LedgerEntry, Order
 
 CHUNK = 20_000
 TREATED = ("Mens E-Mail", "Womens E-Mail")

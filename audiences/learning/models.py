@@ -35,8 +35,8 @@ import numpy as np
 from sqlalchemy import Engine
 
 from audiences.learning import dataset, metrics, registry
-from relance.models import CHANNELS, utcnow
-from relance.settings import Settings, get_settings
+from core.models import CHANNELS, utcnow
+from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -394,7 +394,7 @@ def train(
     **options: Any,
 ) -> Trained:
     """Train, evaluate on the holdout and store one new version of ``name``."""
-    from relance.db import get_engine
+    from core.db import get_engine
 
     name = registry.canonical(name)
     if name not in TRAINERS:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
-from relance.models import Customer, Order, Recommendation, utcnow
+from core.models import Customer, Order, Recommendation, utcnow
 
 ORDERS = Order.__table__
 CUSTOMER = Customer.__table__
@@ -89,8 +89,8 @@ def recommend(
     """Recompute every customer's recommendations (replacing the previous ones in one transaction)."""
     from scipy import sparse
 
-    from relance.db import get_engine
-    from relance.settings import get_settings
+    from core.db import get_engine
+    from core.settings import get_settings
 
     engine = engine or get_engine()
     k = k or get_settings().recommendations_per_customer

@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from relance.models import utcnow
-from relance.settings import get_settings
+from core.models import utcnow
+from core.settings import get_settings
 
 MODEL_NAMES: tuple[str, ...] = ("response", "churn", "uplift")
 ALIASES: dict[str, str] = {"channel": "response"}  # `channels: {strategy: best, model: channel}`

@@ -41,8 +41,8 @@ from sqlalchemy import Connection, Engine, Text, cast, delete, func, insert, sel
 
 from audiences.learning import dataset, registry
 from audiences.learning.models import cpu_threads
-from relance.models import CHANNELS, Consent, CustomerScore, ScoreVersion, utcnow
-from relance.settings import get_settings
+from core.models import CHANNELS, Consent, CustomerScore, ScoreVersion, utcnow
+from core.settings import get_settings
 
 SCORES = CustomerScore.__table__
 VERSIONS = ScoreVersion.__table__
@@ -284,7 +284,7 @@ def score_many(
     batch_size: int | None = None,
 ) -> list[ScoreResult]:
     """Score every customer (not erased) with each model: features computed once, shared by all."""
-    from relance.db import get_engine
+    from core.db import get_engine
 
     engine = engine or get_engine()
     infos = [registry.resolve(name, (versions or {}).get(name)) for name in names]

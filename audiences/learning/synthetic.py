@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import Engine, insert
 
-from relance.models import CampaignRun, Consent, Customer, Event, LedgerEntry, Order
+from core.models import CampaignRun, Consent, Customer, Event, LedgerEntry, Order
 
 CATEGORIES = ("shoes", "bags", "shirts", "dresses", "beauty", "home")
 CLUSTERS = 4

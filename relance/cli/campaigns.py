@@ -71,11 +71,11 @@ def run_cmd(
 
     from audiences.rules import RuleError
     from audiences.selection import SelectionError
+    from core.settings import get_settings
+    from core.spec_loader import SpecError
+    from delivery import ledger, runs
     from relance.cli.common import ensure_db, fail
     from relance.cli.validation import refuse_broken_campaign
-    from relance.settings import get_settings
-    from relance.spec_loader import SpecError
-    from tracking import dispatch, ledger
 
     if ignore_alerts:
         os.environ["RELANCE_ALERTS_PAUSE_RUNS"] = "false"  # also read by Prefect task threads
@@ -87,7 +87,7 @@ def run_cmd(
     engine = ensure_db()
     try:
         if no_prefect:
-            summary = dispatch.run_direct(
+            summary = runs.run_direct(
                 engine, str(campaign_file), run_key, ledger.run_datetime(now), resend_unknown
             )
         else:
@@ -121,22 +121,22 @@ def work_cmd(
     ),
 ) -> None:
     """Join a started run as one more sender: claim its pending batches until none is left (PostgreSQL)."""
+    from core.settings import get_settings
+    from delivery import ledger, runs, send
     from relance.cli.common import ensure_db, fail
-    from relance.settings import get_settings
-    from tracking import dispatch, ledger
 
     engine = ensure_db()
     try:
-        run = dispatch.join_run(engine, run_key, str(campaign_file) if campaign_file else None)
+        run = runs.join_run(engine, run_key, str(campaign_file) if campaign_file else None)
     except ledger.RunError as exc:
         fail(str(exc))
-    ctx = dispatch.make_context(run)
+    ctx = runs.make_context(run)
     try:
-        done = dispatch.work(engine, ctx, get_settings().claim_timeout_seconds)
-    except dispatch.RunPaused as exc:
+        done = send.work(engine, ctx, get_settings().claim_timeout_seconds)
+    except send.RunPaused as exc:
         fail(str(exc))
     _typer.echo(f"worker {ctx.worker}: {done} batch(es) sent")
-    _print_run_summary(dispatch.summarize(engine, run.run_id))
+    _print_run_summary(runs.summarize(engine, run.run_id))
 
 
 @_app.command("deploy")
@@ -186,17 +186,17 @@ def serve_cmd() -> None:
 
 
 def _load_campaign_for_plan(path: _Path):
-    """The campaign of ``path`` via relance.spec_loader (line numbers), else plain YAML + pydantic."""
+    """The campaign of ``path`` via core.spec_loader (line numbers), else plain YAML + pydantic."""
     from relance.cli.common import fail
 
     if not path.is_file():
         fail(f"{path}: no such campaign file; write its path, e.g. campaigns/winback.yaml")
     try:
-        from relance.spec_loader import load_campaign
+        from core.spec_loader import load_campaign
     except ImportError:
         import yaml
 
-        from relance.spec import Campaign
+        from core.spec import Campaign
 
         def load_campaign(p):  # noqa: ANN001, ANN202 - fallback until the loader exists
             return Campaign.model_validate(yaml.safe_load(_Path(p).read_text(encoding="utf-8")))
@@ -213,7 +213,7 @@ def _sms_sampler(engine, campaign):  # noqa: ANN001, ANN202
 
     from channels.render import RenderContext, Renderer
     from channels.tracking_links import MemoryLinkRegistry
-    from relance.models import Customer, CustomerFeatures
+    from core.models import Customer, CustomerFeatures
 
     renderer = Renderer(links=MemoryLinkRegistry())  # short SMS links, as sent: right segment count
     variants = {v.message: v for v in campaign.effective_variants()}
@@ -282,7 +282,7 @@ def _write_plan_csv(engine, campaign, now, path: _Path) -> int:  # noqa: ANN001
     from sqlalchemy import select
 
     from audiences.selection import build_selection
-    from relance.models import Customer
+    from core.models import Customer
 
     cust = Customer.__table__
     sel = build_selection(campaign, now, bind=engine).subquery("sel")
@@ -319,8 +319,8 @@ def plan_cmd(
     from audiences.plan import explain, funnel
     from audiences.rules import RuleError
     from audiences.selection import SelectionError
+    from core.models import utcnow
     from relance.cli.common import console, ensure_db, fail
-    from relance.models import utcnow
 
     campaign = _load_campaign_for_plan(campaign_file)
     at = utcnow()
@@ -376,8 +376,8 @@ def validate_cmd(
     strict: bool = _typer.Option(False, "--strict", help="Warnings fail too (exit code 1)"),
 ) -> None:
     """Check campaigns before they run: YAML, schema, segments, templates, fields, and each rendering."""
+    from core.settings import get_settings
     from relance.cli.validation import campaign_files, validate_files
-    from relance.settings import get_settings
 
     paths = list(files or campaign_files(_Path(get_settings().campaigns_dir)))
     if not paths:
@@ -407,15 +407,15 @@ def schema_cmd(
     check: bool = _typer.Option(False, "--check", help="Only report whether the file is up to date"),
 ) -> None:
     """Write the JSON Schema of campaign files, so that editors complete and check the YAML as you type."""
-    from relance.settings import get_settings
-    from relance.spec_loader import schema_text
+    from core.settings import get_settings
+    from core.spec_loader import schema_text
 
     path = output or _Path(get_settings().campaigns_dir) / "schema.json"
     text = schema_text()
     if check:
         current = path.read_text(encoding="utf-8") if path.is_file() else None
         if current != text:
-            _typer.echo(f"{path} is out of date with relance/spec.py: run `relance schema`")
+            _typer.echo(f"{path} is out of date with core/spec.py: run `relance schema`")
             raise _typer.Exit(1)
         _typer.echo(f"{path} is up to date")
         return

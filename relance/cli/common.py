@@ -21,7 +21,7 @@ def err_console() -> Console:
 
 def ensure_db(url: str | None = None) -> Engine:
     """The engine of the configured database, migrated to head first (idempotent, once per process)."""
-    from relance.db import ready_engine
+    from core.db import ready_engine
 
     return ready_engine(url)
 

@@ -137,7 +137,7 @@ def _attribute_recent(engine) -> None:
 
     from sqlalchemy import select
 
-    from relance.models import LedgerEntry
+    from core.models import LedgerEntry
     from tracking.attribution import MAX_WINDOW_DAYS, attribute
 
     with engine.begin() as conn:

@@ -3,8 +3,8 @@
 import typer
 from rich import print as rprint
 
+from core.db import current_revision, migrate
 from relance.cli.app import app
-from relance.db import current_revision, migrate
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")

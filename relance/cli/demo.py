@@ -65,9 +65,9 @@ def demo(
     fresh: bool = typer.Option(True, "--fresh/--keep", help="Start from an empty database and outbox"),
 ) -> None:
     """Generate a demo base, run every sample campaign through Prefect, simulate responses, print reports."""
+    from core.db import reset_engines
+    from core.settings import get_settings
     from relance.cli.common import ensure_db
-    from relance.db import reset_engines
-    from relance.settings import get_settings
 
     started = time.perf_counter()
     settings = get_settings()
@@ -111,10 +111,10 @@ def demo(
             fail("the sample campaigns do not validate")
 
     now = last_sms_slot(datetime.now(PARIS))
+    from delivery.ledger import get_run
     from flows.run_campaign import run_campaign
     from relance.cli.campaigns import plan_cmd
     from relance.cli.prefect_server import prefect_api
-    from tracking.ledger import get_run
 
     runs: list[tuple[str, int]] = []
     with prefect_api():  # one local Prefect API for the three runs, gone with the command even on kill -9

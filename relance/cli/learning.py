@@ -82,7 +82,7 @@ def train_cmd(
     """
     from audiences.learning.models import NotEnoughData, shared_rows, train
     from audiences.learning.scoring import score
-    from relance.models import utcnow
+    from core.models import utcnow
 
     engine = ensure_db()
     at = _now(now) or utcnow()  # one instant for every model and the scores, as the train_models flow does

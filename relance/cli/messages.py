@@ -33,13 +33,13 @@ SAMPLE_RECOMMENDATIONS: list[dict[str, Any]] = [
 def _load_campaign(path: Path):
     """The campaign model, through B1's loader when present (line numbers in errors)."""
     try:
-        from relance.spec_loader import load_campaign  # type: ignore[attr-defined]
+        from core.spec_loader import load_campaign  # type: ignore[attr-defined]
 
         return load_campaign(path)
     except ImportError:
         import yaml
 
-        from relance.spec import Campaign
+        from core.spec import Campaign
 
         return Campaign.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
 
@@ -49,8 +49,8 @@ def _customers_from_db(customer: str | None, sample: int) -> list[dict[str, Any]
     from sqlalchemy import func, select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from relance.db import get_engine
-    from relance.models import Customer
+    from core.db import get_engine
+    from core.models import Customer
 
     try:
         with get_engine().connect() as conn:

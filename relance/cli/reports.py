@@ -30,11 +30,11 @@ def report(
     Exits with status 3 when an alert threshold was crossed (bounces, complaints, unsubscribes).
     """
 
-    from relance.db import get_engine, migrate
-    from relance.settings import get_settings
-    from tracking.portfolio import portfolio, print_portfolio, print_programme, programme_uplift
-    from tracking.report import build_report
-    from tracking.report_render import print_report, write_csv, write_html
+    from core.db import get_engine, migrate
+    from core.settings import get_settings
+    from reporting.portfolio import portfolio, print_portfolio, print_programme, programme_uplift
+    from reporting.report import build_report
+    from reporting.report_render import print_report, write_csv, write_html
 
     migrate()
     out = out or get_settings().reports_dir

@@ -25,8 +25,8 @@ def serve_tracking(
     import uvicorn
     from rich import print as rprint
 
-    from relance.db import migrate
-    from relance.settings import get_settings
+    from core.db import migrate
+    from core.settings import get_settings
     from tracking.app import create_app
 
     settings = get_settings()
@@ -54,7 +54,7 @@ def attribute_cmd(
     """Attribute imported orders to the messages that led to them (and record control-group purchases)."""
     from rich import print as rprint
 
-    from relance.db import get_engine, migrate
+    from core.db import get_engine, migrate
     from tracking.attribution import attribute
 
     migrate()

@@ -1,4 +1,4 @@
-"""`relance validate`: checks across files, after each file parsed on its own (relance.spec_loader).
+"""`relance validate`: checks across files, after each file parsed on its own (core.spec_loader).
 
 Why here and not in relance/: these checks reach up into every layer (segments and rule fields
 from audiences, the renderer from channels, the trained models), and relance/ is shared by all of
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relance.spec import (
+from core.spec import (
     Campaign,
     CampaignRule,
     FeatureRule,
@@ -24,7 +24,7 @@ from relance.spec import (
     TopRule,
     nearest,
 )
-from relance.spec_loader import (
+from core.spec_loader import (
     Located,
     Path_,
     Problem,
@@ -50,7 +50,7 @@ class CheckContext:
     @classmethod
     def from_settings(cls, campaign_names: set[str] | None = None) -> CheckContext:
         from audiences.segments import SegmentBook
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
         try:
@@ -315,9 +315,9 @@ def refuse_broken_campaign(path: Path) -> None:
     they use); renderings are `relance validate`'s and `relance preview`'s work, and a template
     failing for one customer fails that message only.
     """
+    from core.spec import Campaign
+    from core.spec_loader import SpecError, load_located
     from relance.cli.common import fail
-    from relance.spec import Campaign
-    from relance.spec_loader import SpecError, load_located
 
     try:
         located = load_located(path, Campaign)

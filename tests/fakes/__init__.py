@@ -49,7 +49,7 @@ def service_account_json(path: Path, token_uri: str, project: str = "relance-tes
 
 
 def _apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    from relance.settings import get_settings
+    from core.settings import get_settings
 
     for key, value in {**FAST_RETRIES, **env}.items():
         monkeypatch.setenv(key, value)

@@ -10,10 +10,10 @@ from rich.table import Table
 from sqlalchemy import Connection, case, func, select
 
 from audiences import assign
-from relance.models import Customer, Order
-from relance.settings import get_settings
-from tracking.report import Report, build_report, campaigns_with_runs
-from tracking.stats import Uplift, uplift
+from core.models import Customer, Order
+from core.settings import get_settings
+from reporting.report import Report, build_report, campaigns_with_runs
+from reporting.stats import Uplift, uplift
 
 C = Customer.__table__
 O = Order.__table__  # noqa: E741
@@ -137,7 +137,7 @@ def print_programme(u: Uplift | None, since: datetime, console: Console | None =
             "Programme-wide uplift: no global control group configured (RELANCE_GLOBAL_CONTROL_PERCENT)."
         )
         return
-    from tracking.report_render import uplift_row
+    from reporting.report_render import uplift_row
 
     table = Table(
         title=f"Programme-wide uplift since {since:%Y-%m-%d}: global control group vs everyone else",

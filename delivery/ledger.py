@@ -11,7 +11,7 @@ of them simply asks the ledger what is left. The rules:
   SQL and creates the ``send_batch`` rows, in one transaction; it runs once per
   run (``campaign_run.status`` leaves ``planned``), so a resumed run neither
   inserts twice nor re-numbers batches if the audience changed meanwhile.
-* statuses only move forward (``relance.models.RANK``, ``tracking.status.advance``); the one sanctioned step
+* statuses only move forward (``core.models.RANK``, ``tracking.status.advance``); the one sanctioned step
   back is ``requeue_unknown`` on the operator's explicit request.
 
 Functions take a SQLAlchemy Connection and do not commit unless they say so:
@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from relance.models import CampaignRun, LedgerEntry, SendBatch, Status, utcnow
+from core.models import CampaignRun, LedgerEntry, SendBatch, Status, utcnow
 
 LEDGER = LedgerEntry.__table__
 RUNS = CampaignRun.__table__
@@ -105,6 +105,10 @@ def set_run_status(conn: Connection, run_id: int, status: str, reason: str | Non
     if status == "completed":
         values["finished_at"] = utcnow()
     conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values))
+
+
+def run_status(conn: Connection, run_id: int) -> str:
+    return conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar_one()
 
 
 def is_recorded(conn: Connection, run_id: int) -> bool:
@@ -274,7 +278,7 @@ def requeue_unknown(conn: Connection, run_id: int) -> int:
     """Operator's ``--resend-unknown``: unknown rows go back to planned and their batches to pending.
 
     The one deliberate blind backward move of the ledger, so it is explicit and logged in the
-    reason. Call it after the evidence has been read (tracking.reconcile.settle_unknown; webhooks
+    reason. Call it after the evidence has been read (delivery.reconcile.settle_unknown; webhooks
     settle rows as they arrive): what is left unknown here is truly unknown.
     """
     where = and_(LEDGER.c.run_id == run_id, LEDGER.c.status == str(Status.unknown))

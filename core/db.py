@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
-from relance.settings import get_settings
+from core.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

@@ -4,7 +4,7 @@ These pydantic models are the one definition of a campaign that validate,
 plan, preview, run and report all read, and the source of
 campaigns/schema.json (``relance schema``) that editors use to complete and
 check the YAML as it is typed. Loading a file with line numbers in its errors
-lives in ``relance.spec_loader``; checks that need other packages (segment,
+lives in ``core.spec_loader``; checks that need other packages (segment,
 template, field and feature names) live in ``relance.cli.validation.check_file``.
 
 Every check that needs nothing but the file itself (cron syntax, time zone

@@ -16,9 +16,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
-from relance.models import CampaignRun, Customer, Event, LedgerEntry, Status
-from relance.settings import get_settings
-from tracking.stats import Uplift, uplift
+from core.models import CampaignRun, Customer, Event, LedgerEntry, Status
+from core.settings import get_settings
+from reporting.stats import Uplift, uplift
 
 L = LedgerEntry.__table__
 E = Event.__table__
@@ -381,7 +381,7 @@ def build_report(
     conn: Connection, campaign: str, run: str | None = None, since: datetime | None = None
 ) -> Report:
     """Every figure of a campaign's report (optionally one run, or runs since a date)."""
-    from tracking.alerts import describe_alerts
+    from delivery.alerts import describe_alerts
 
     runs = select_runs(conn, campaign, run, since)
     if not runs:

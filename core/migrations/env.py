@@ -1,8 +1,8 @@
-"""Alembic environment: runs migrations on the URL given by relance.db.migrate."""
+"""Alembic environment: runs migrations on the URL given by core.db.migrate."""
 
 from alembic import context
 
-from relance.db import make_engine
+from core.db import make_engine
 
 config = context.config
 
@@ -11,7 +11,7 @@ def _target_metadata():
     # Imported lazily: only autogenerate needs the models.
     from sqlmodel import SQLModel
 
-    import relance.models  # noqa: F401
+    import core.models  # noqa: F401
 
     return SQLModel.metadata
 

@@ -12,9 +12,9 @@ from rich.cells import cell_len
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from tracking import charts
-from tracking.report import Figures, Report
-from tracking.stats import Uplift
+from reporting import charts
+from reporting.report import Figures, Report
+from reporting.stats import Uplift
 
 TEMPLATES = Path(__file__).parent / "report_templates"
 

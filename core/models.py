@@ -8,7 +8,7 @@ the import order audiences -> channels -> tracking -> flows.
 Conventions: datetimes are timezone-aware UTC (SQLModel's UTCDateTime refuses naive
 ones; SQLite stores them without offset, PostgreSQL as timestamptz); money is integer cents; channels are
 ``email``, ``sms``, ``push``. The schema is created by Alembic migrations
-(relance/migrations), never by ``create_all`` on a live database.
+(core/migrations), never by ``create_all`` on a live database.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ class LedgerEntry(SQLModel, table=True):
 class Link(SQLModel, table=True):
     """Each distinct target URL of short SMS links, stored once (a campaign has few).
 
-    ``/s/<code>`` carries the ledger id and this row's id, signed (relance.tokens.make_short_code);
+    ``/s/<code>`` carries the ledger id and this row's id, signed (core.tokens.make_short_code);
     rows are never updated or deleted, so a link id means the same URL for ever.
     """
 

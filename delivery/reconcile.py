@@ -22,8 +22,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from relance.models import LedgerEntry, Status, utcnow
-from tracking import ledger
+from core.models import LedgerEntry, Status, utcnow
+from delivery import ledger
 
 LEDGER = LedgerEntry.__table__
 RECONCILED = "reconciled"
@@ -53,7 +53,7 @@ def witness(provider: str | None, channel: str, settings=None) -> Any | None:
     if channel not in channels or not hasattr(cls, "written"):
         return None
     if settings is None:
-        from relance.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
     return cls(channel, settings)

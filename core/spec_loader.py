@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 import yaml
 from pydantic import BaseModel, Discriminator, ValidationError
 
-from relance.spec import (
+from core.spec import (
     RULE_KINDS,
     RULE_TAGS,
     AllRule,

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from relance.settings import get_settings
+from core.settings import get_settings
 
 KINDS = ("click", "open", "unsubscribe")
 

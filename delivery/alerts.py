@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, case, func, select, update
 
-from relance.models import CampaignRun, Event, LedgerEntry, Status, utcnow
-from relance.settings import get_settings
+from core.models import CampaignRun, Event, LedgerEntry, Status, utcnow
+from core.settings import get_settings
 
 L = LedgerEntry.__table__
 E = Event.__table__

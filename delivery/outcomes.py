@@ -10,12 +10,12 @@ concurrency (256 for SendGrid) were really in flight. Here, per channel:
   committed);
 - each result comes back through the provider's ``on_result`` callback and is committed with the
   others that finished meanwhile, every ``FLUSH_EVERY`` results or ``FLUSH_SECONDS``, together
-  with its consent effects (channels.effects);
+  with its consent effects (delivery.effects);
 - so a crash leaves at most ``in_flight`` rows in ``sending`` per channel and worker: the requests
   in flight and those whose outcome was not committed yet (at most one flush).
 
 Providers that answer a call as a whole (outbox, null: ``in_flight = None``) get the batch in one
-call, as before: the outbox's own files say what was written (tracking.reconcile).
+call, as before: the outbox's own files say what was written (delivery.reconcile).
 
 All database writes of a batch go through ONE thread, in order: the event loop keeps feeding the
 provider while a commit runs, and a chunk's results can only be written after its ``sending``
@@ -36,8 +36,8 @@ from typing import Any
 
 from sqlalchemy import Engine, update
 
-from relance.models import LedgerEntry, Status, utcnow
-from tracking import ledger
+from core.models import LedgerEntry, Status, utcnow
+from delivery import ledger
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _mark_sending(engine: Engine, ids: list[int], provider: str) -> None:
                 .where(LEDGER.c.id.in_(ids[start : start + 900]), LEDGER.c.status == str(Status.planned))
                 .values(
                     status=str(Status.sending),
-                    provider=provider,  # who to ask after a crash (tracking.reconcile)
+                    provider=provider,  # who to ask after a crash (delivery.reconcile)
                     attempts=LEDGER.c.attempts + 1,
                     updated_at=utcnow(),
                 )
@@ -207,7 +207,7 @@ def _mark_sending(engine: Engine, ids: list[int], provider: str) -> None:
 
 def _commit(engine: Engine, group: list[_Pending]) -> None:
     """Results and their consent effects in ONE transaction."""
-    from channels.effects import apply_effects
+    from delivery.effects import apply_effects
 
     rows = [
         {
