@@ -10,6 +10,9 @@ template, field and feature names) live in ``relance.cli.validation.check_file``
 Every check that needs nothing but the file itself (cron syntax, time zone
 names, an impossible sending window, duplicate variants...) is a validator
 here, so that no command can load a campaign that could never run.
+
+Why one module of ~470 lines: it is the campaign language's one schema, read top to bottom as a
+campaign file is written, and the source of campaigns/schema.json.
 """
 
 from __future__ import annotations

@@ -91,3 +91,19 @@ def test_no_package_is_a_folder_that_commands_write_into():
     }
     assert written == {"outbox", "reports", "models"}
     assert not written & {package_of(m) for m in module_imports(REPO)}
+
+
+def test_a_long_module_says_why_it_is_one_piece():
+    """Issue 23: a module past ~400 lines is split by concern, or its docstring says why it is one piece."""
+    import ast
+
+    from tests.imports_graph import module_files
+
+    long_without_reason = []
+    for module, path in module_files(REPO).items():
+        text = path.read_text(encoding="utf-8")
+        if ".migrations." in module or text.count("\n") <= 420:
+            continue
+        if "Why one module" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long_without_reason.append(f"{path.relative_to(REPO)} ({text.count(chr(10))} lines)")
+    assert long_without_reason == []

@@ -13,6 +13,10 @@ SQLite: the app keeps its own engine whose transactions start with
 when a read turns into a write) and serializes this process's writers
 behind one lock, so threads queue in Python rather than spin in SQLite's
 busy handler; a short busy_timeout bounds the wait on OTHER processes.
+
+Why one module of ~400 lines: every endpoint shares the Store (commit before acknowledging, 503
+when locked out) and the request-body bound; each provider's payload is parsed in a module of
+its own (sendgrid_events, twilio_events, links).
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ of the treated customers' conversions.
 FastAPI/ASGI app (pass the keys it was built with), or a base URL of a
 running `relance serve-tracking` (pass the private key matching its
 RELANCE_SENDGRID_WEBHOOK_PUBLIC_KEY, see ``generate_sendgrid_keypair``).
+
+Why one module of ~400 lines: it is one script of the demo; the world's rates, the draws and the
+HTTP calls that play them are read in order and change together.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ compared as Julian day numbers returned by the database (same code on SQLite
 and PostgreSQL; SQLite's julianday() keeps milliseconds, so an order less than
 1 ms before the reference may count as "at" it). Outcomes within the
 conversion window are read from normalized events (``event.ledger_id``).
+
+Why one module of ~470 lines: the as-of-time feature SQL is shared by training rows, churn
+snapshots and scoring; split, one definition of a feature would be spread over files.
 """
 
 from __future__ import annotations

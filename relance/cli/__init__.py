@@ -10,6 +10,7 @@ from relance.cli import (  # noqa: F401  (importing registers the commands)
     learning,
     messages,
     reports,
+    runs,
     tracking,
 )
 from relance.cli.app import app
