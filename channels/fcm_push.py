@@ -21,7 +21,7 @@ import asyncio
 import threading
 
 from channels import http_json
-from channels.base import EFFECT_DEVICE, OnResult, Outbound, SendError, SendResult
+from channels.base import EFFECT_DEVICE, Outbound, SendError
 from channels.ratelimit import bucket_for
 from channels.retry import RetryPolicy, parse_retry_after
 
@@ -31,7 +31,7 @@ BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 TOKEN_GONE = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
 
 
-class FcmProvider:
+class FcmProvider(http_json.LoopProvider):
     name = "fcm"
     channel = "push"
 
@@ -102,17 +102,6 @@ class FcmProvider:
             }
         }
 
-    async def send_batch(
-        self, messages: list[Outbound], on_result: OnResult | None = None
-    ) -> list[SendResult]:
-        """Sent on the provider's own loop: its pooled connections outlive the batch (http_json.IoLoop).
-        ``on_result`` is called on that loop's thread."""
-        return await self.io.send_all(messages, self._send_one, self.policy, self.bucket, on_result)
-
-    @property
-    def in_flight(self) -> int:
-        return max(1, self.concurrency)
-
     async def _send_one(self, http, m: Outbound) -> str | None:
         token = await self._token()
         auth = {"Authorization": f"Bearer {token}"}
@@ -149,6 +138,3 @@ class FcmProvider:
         if code in TOKEN_GONE or (code == "INVALID_ARGUMENT" and on_token):
             raise SendError(text, effect=EFFECT_DEVICE, code=code)
         raise SendError(text, code=code)
-
-    async def aclose(self) -> None:
-        await self.io.aclose()

@@ -111,6 +111,32 @@ class IoLoop:
         loop.call_soon_threadsafe(loop.stop)
 
 
+class LoopProvider:
+    """What the providers sending on an ``IoLoop`` share (SendGrid, FCM): the batch call, the bound of
+    requests in flight and the close. A subclass sets ``io``, ``policy``, ``bucket`` and ``concurrency``
+    and writes ``_send_one(http, message)``."""
+
+    io: IoLoop
+    policy: RetryPolicy
+    bucket: TokenBucket | None
+    concurrency: int
+    _send_one: Callable[[Any, Outbound], Awaitable[str | None]]  # one request and its answer's meaning
+
+    async def send_batch(
+        self, messages: list[Outbound], on_result: OnResult | None = None
+    ) -> list[SendResult]:
+        """Sent on the provider's own loop: its pooled connections outlive the batch.
+        ``on_result`` is called on that loop's thread."""
+        return await self.io.send_all(messages, self._send_one, self.policy, self.bucket, on_result)
+
+    @property
+    def in_flight(self) -> int:
+        return max(1, self.concurrency)
+
+    async def aclose(self) -> None:
+        await self.io.aclose()
+
+
 async def run_reporting(
     messages: list[Outbound],
     send_one: Callable[[Outbound], Awaitable[str | None]],

@@ -19,12 +19,12 @@ from __future__ import annotations
 import time
 
 from channels import http_json
-from channels.base import EFFECT_INVALID, OnResult, Outbound, SendError, SendResult
+from channels.base import EFFECT_INVALID, Outbound, SendError
 from channels.ratelimit import bucket_for
 from channels.retry import RetryPolicy, parse_retry_after
 
 
-class SendGridProvider:
+class SendGridProvider(http_json.LoopProvider):
     name = "sendgrid"
     channel = "email"
 
@@ -87,17 +87,6 @@ class SendGridProvider:
         return mail.get()
 
     # ---- sending ---------------------------------------------------------------
-    async def send_batch(
-        self, messages: list[Outbound], on_result: OnResult | None = None
-    ) -> list[SendResult]:
-        """Sent on the provider's own loop: its pooled connections outlive the batch (http_json.IoLoop).
-        ``on_result`` is called on that loop's thread."""
-        return await self.io.send_all(messages, self._send_one, self.policy, self.bucket, on_result)
-
-    @property
-    def in_flight(self) -> int:
-        return max(1, self.concurrency)
-
     async def _send_one(self, http, m: Outbound) -> str | None:
         return self.classify(await http_json.post_json(http, self._url, self.payload(m), self.name))
 
@@ -115,9 +104,6 @@ class SendGridProvider:
                 f"sendgrid 400: invalid recipient address ({detail})", effect=EFFECT_INVALID, code=400
             )
         raise SendError(f"sendgrid {status}: {detail}", code=status)
-
-    async def aclose(self) -> None:
-        await self.io.aclose()
 
 
 def _error_text(answer: http_json.Answer) -> str:
