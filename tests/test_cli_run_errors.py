@@ -6,13 +6,13 @@ which Prefect retried twice, 2 s apart, before a traceback.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from core.db import get_engine, migrate, reset_engines
+from tests.readme_commands import user_env
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import seed_features, write_campaign
 
@@ -37,8 +37,14 @@ def newcomer_dir(tmp_path: Path, customers: int = 20) -> Path:
 
 def newcomer_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a fresh shell: no RELANCE_* or PREFECT_* variables (the test session sets some)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELANCE_", "PREFECT_"))}
-    return env | {"PREFECT_HOME": str(tmp_path / ".prefect"), "COLUMNS": "200", "PYTHONPATH": str(REPO)}
+    return user_env(tmp_path) | {"COLUMNS": "200"}
+
+
+def run_relance(work: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``relance ARGS`` in ``work`` with a fresh shell's environment."""
+    return subprocess.run(
+        [RELANCE, *args], cwd=work, env=newcomer_env(work), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_run_with_an_unknown_segment_fails_at_once_with_file_line_and_did_you_mean(tmp_path):
@@ -49,14 +55,7 @@ def test_run_with_an_unknown_segment_fails_at_once_with_file_line_and_did_you_me
         encoding="utf-8",
     )
     started = time.monotonic()
-    done = subprocess.run(
-        [RELANCE, "run", "campaigns/relaunch.yaml"],
-        cwd=work,
-        env=newcomer_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_relance(work, "run", "campaigns/relaunch.yaml")
     elapsed = time.monotonic() - started
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
@@ -71,14 +70,7 @@ def test_run_with_a_broken_campaign_file_reports_its_line(tmp_path):
     work = newcomer_dir(tmp_path, customers=1)
     campaign = work / "campaigns" / "relaunch.yaml"
     campaign.write_text(campaign.read_text(encoding="utf-8").replace("percent: 0", "percent: lots"))
-    done = subprocess.run(
-        [RELANCE, "run", "campaigns/relaunch.yaml"],
-        cwd=work,
-        env=newcomer_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_relance(work, "run", "campaigns/relaunch.yaml")
     out = done.stdout + done.stderr
     line = campaign.read_text(encoding="utf-8").splitlines().index("  percent: lots") + 1
     assert done.returncode == 1 and f"campaigns/relaunch.yaml:{line}:" in out, out

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_cli_run_errors import RELANCE, newcomer_dir, newcomer_env
+from tests.test_cli_run_errors import RELANCE, newcomer_dir, newcomer_env, run_relance
 
 SERVER = "prefect.server.api.server"
 
@@ -101,14 +101,7 @@ def test_a_run_killed_with_sigkill_leaves_no_prefect_server(tmp_path):
 @pytest.mark.xdist_group("prefect")
 def test_a_run_prints_no_prefect_error_or_telemetry_noise(tmp_path):
     work = newcomer_dir(tmp_path, customers=12)
-    done = subprocess.run(
-        [RELANCE, "run", "campaigns/relaunch.yaml"],
-        cwd=work,
-        env=newcomer_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_relance(work, "run", "campaigns/relaunch.yaml", timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert "ERROR" not in out and "telemetry" not in out.lower(), out
