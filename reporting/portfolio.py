@@ -56,22 +56,22 @@ def portfolio(conn: Connection) -> list[PortfolioLine]:
 
 
 def print_portfolio(lines: list[PortfolioLine], console: Console | None = None) -> None:
+    """The ranking as a table of figures, then each campaign's conclusion as a sentence below it.
+
+    Why not a conclusion column: at 80 columns (a pipe, `make demo`) a sentence in a table cell wraps
+    one word per line and long words are cut; figures fold rather than being cut with an ellipsis.
+    """
+    out = console or Console()
     table = Table(title="Campaigns ranked by incremental revenue (95% CI)", title_justify="left")
-    for col in ("campaign", "runs", "targeted", "revenue", "incremental revenue", "95% CI", "conclusion"):
-        table.add_column(col, justify="left" if col in ("campaign", "conclusion") else "right")
+    for col in ("campaign", "runs", "targeted", "revenue", "incremental revenue", "95% CI"):
+        table.add_column(col, justify="left" if col == "campaign" else "right", overflow="fold")
     for line in lines:
         inc = "—" if line.incremental_revenue is None else f"{line.incremental_revenue:,.2f} €"
         ci = "—" if line.low is None else f"[{line.low:,.0f}, {line.high:,.0f}]"
-        table.add_row(
-            line.campaign,
-            str(line.runs),
-            f"{line.targeted:,}",
-            f"{line.revenue:,.2f} €",
-            inc,
-            ci,
-            line.conclusion,
-        )
-    (console or Console()).print(table)
+        table.add_row(line.campaign, str(line.runs), f"{line.targeted:,}", f"{line.revenue:,.2f} €", inc, ci)
+    out.print(table)
+    for line in lines:
+        out.print(f"{line.campaign}: {line.conclusion}", highlight=False)
 
 
 def programme_uplift(conn: Connection, since: datetime, until: datetime | None = None) -> Uplift | None:

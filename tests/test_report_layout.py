@@ -242,3 +242,27 @@ def test_terminal_report_fits_its_width_with_nothing_cut(
     for r in report.runs:
         assert runs[r.key]["revenue"] == euros(r.figures.revenue_cents)
         assert runs[r.key]["converted"] == f"{r.figures.converted:,}"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_portfolio_fits_its_width_and_says_each_conclusion_whole(width):
+    import io
+
+    from rich.console import Console
+
+    from reporting.portfolio import PortfolioLine, print_portfolio
+
+    lines = [
+        PortfolioLine("flash-sale-automne", 3, 120_777, 2_206_123.9, -2_544_321.75, -6_922_000, 1_833_000,
+                      "control group too small to conclude (91 customers, 6 conversions; need at least "
+                      "100 customers and 5 conversions in each group)"),
+        PortfolioLine("winback", 1, 1_816, 20_307.2, 12_923.61, 6_694, 19_154,
+                      "the campaign raised conversion significantly (p = 0.00191)"),
+    ]  # fmt: skip
+    buffer = io.StringIO()
+    print_portfolio(lines, Console(file=buffer, width=width))
+    text = buffer.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    joined = " ".join(text.split())
+    for line in lines:
+        assert f"{line.campaign}: {line.conclusion}" in joined
