@@ -26,7 +26,7 @@ def test_demo_runs_every_sample_campaign_into_the_outbox_and_reports(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("RELANCE_", "PREFECT_API", "PREFECT_HOME"))
     }
-    env |= {"PREFECT_HOME": str(tmp_path / ".prefect"), "COLUMNS": "200", "PYTHONPATH": str(REPO)}
+    env |= {"PREFECT_HOME": str(tmp_path / ".prefect"), "COLUMNS": "80", "PYTHONPATH": str(REPO)}
     relance = Path(sys.executable).parent / "relance"
     done = subprocess.run(
         [str(relance), "demo", "--customers", "600", "--seed", "3"],
@@ -37,6 +37,7 @@ def test_demo_runs_every_sample_campaign_into_the_outbox_and_reports(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "…" not in done.stdout, "the demo's output was cut at 80 columns (a pipe, a small terminal)"
     assert f"outbox:  {(tmp_path / 'outbox').resolve()}" in done.stdout.replace("\n", "")
     assert f"reports: {(tmp_path / 'reports').resolve()}" in done.stdout.replace("\n", "")
 

@@ -119,7 +119,7 @@ def demo(
     runs: list[tuple[str, int]] = []
     with prefect_api():  # one local Prefect API for the three runs, gone with the command even on kill -9
         for path in paths:
-            _step(f"3. Plan and run {path.name} (as of {now:%A %d %B %Y %H:%M} Paris time)")
+            _step(f"3. Plan and run {path.name} (as of {now:%a %d %b %Y %H:%M}, Paris)")
             plan_cmd(campaign_file=path, now=now.isoformat(), explain_id=None, output=None, as_json=False)
             summary = run_campaign(str(path), now=now.isoformat())
             with engine.connect() as conn:
