@@ -102,6 +102,8 @@ def ok(done: subprocess.CompletedProcess[str], code: int = 0) -> str:
     both = done.stdout + done.stderr
     assert done.returncode == code, f"{done.args}: exit {done.returncode}\n{both[-4000:]}"
     assert "Traceback" not in both, both[-4000:]
+    cut = f"{done.args}: a cell or title was cut at 80 columns:\n{done.stdout[-4000:]}"
+    assert "…" not in done.stdout, cut
     assert not re.search(r"\|\s*ERROR\s*\|", both), f"{done.args} printed an ERROR line:\n{both[-4000:]}"
     return done.stdout
 

@@ -144,6 +144,8 @@ def preview(
             (out_dir / name).write_text(email.html, encoding="utf-8")
             index.append((name, f"{email.subject} — {who} ({ctx.customer.get('locale')}, {variant})"))
             table = Table(show_header=False, box=None)
+            table.add_column(no_wrap=True)
+            table.add_column(overflow="fold")  # a link or address is folded, never cut: it must be checkable
             table.add_row("Subject", email.subject)
             table.add_row("Preheader", email.preheader)
             table.add_row("HTML", str(out_dir / name))
