@@ -6,7 +6,16 @@ and one at customer level for incrementality. Everything else (totals,
 breakdowns, rates, cost) is arithmetic on those few grouped rows, so a report
 over millions of messages stays a matter of seconds.
 
-Why one module of ~450 lines: the two grouped queries and the arithmetic on their rows are one
+Incrementality is intention to treat, like with like: a customer of either
+group counts as converting when they bought within the conversion window
+after the (would-be) send, credited to a message or not: ``converted`` OR
+``purchased`` events (tracking.attribution records both groups' window
+purchases; why there and not here from ``orders``: its module doc). The
+attributed ``converted`` figures (funnel, revenue, click -> conversion) stay
+the attribution's credit. Comparing credited treated purchases with every
+control purchase biased the uplift down (issue 16).
+
+Why one module of ~480 lines: the two grouped queries and the arithmetic on their rows are one
 computation, read top to bottom; printing and HTML/CSV live in report_render.
 """
 
@@ -37,6 +46,8 @@ SENT_STATUSES = (
     Status.bounced,
 )
 DELIVERED_STATUSES = (Status.delivered, Status.opened, Status.clicked, Status.converted)
+# A purchase within the window after the (would-be) send, credited or not: what uplift compares.
+BOUGHT_EVENTS = ("converted", "purchased")
 
 
 @dataclass
@@ -49,8 +60,9 @@ class Figures:
     delivered: int = 0
     opened: int = 0
     clicked: int = 0
-    converted: int = 0  # treated messages with a conversion
-    control_converted: int = 0
+    converted: int = 0  # treated messages with a conversion credited by the attribution rule
+    bought: int = 0  # treated messages whose customer bought in the window, credited or not (uplift)
+    control_converted: int = 0  # held-out rows whose customer bought in the window (uplift)
     bounced_hard: int = 0
     bounced_soft: int = 0
     complained: int = 0
@@ -58,7 +70,8 @@ class Figures:
     failed: int = 0
     unknown: int = 0
     skipped: int = 0
-    revenue_cents: int = 0  # treated
+    revenue_cents: int = 0  # treated, credited
+    bought_revenue_cents: int = 0  # treated, every purchase in the window (uplift)
     control_revenue_cents: int = 0
     sms_segments: float = 0.0
 
@@ -124,12 +137,16 @@ def _flags_subquery(run_ids: list[int]):
             has(and_(E.c.type == "opened", E.c.machine == False)).label("ev_opened"),  # noqa: E712
             has(E.c.type == "clicked").label("ev_clicked"),
             has(E.c.type == "converted").label("ev_converted"),
+            has(E.c.type.in_(BOUGHT_EVENTS)).label("ev_bought"),
             has(and_(E.c.type == "bounced", E.c.subtype != "soft")).label("ev_bounced_hard"),
             has(and_(E.c.type == "bounced", E.c.subtype == "soft")).label("ev_bounced_soft"),
             has(E.c.type == "complained").label("ev_complained"),
             has(E.c.type == "unsubscribed").label("ev_unsubscribed"),
             func.coalesce(func.sum(case((E.c.type == "converted", E.c.revenue_cents), else_=0)), 0).label(
                 "ev_revenue"
+            ),
+            func.coalesce(func.sum(case((E.c.type.in_(BOUGHT_EVENTS), E.c.revenue_cents), else_=0)), 0).label(
+                "ev_bought_revenue"
             ),
         )
         .where(E.c.run_id.in_(run_ids), E.c.ledger_id.is_not(None))
@@ -150,6 +167,7 @@ def _slice_rows(conn: Connection, run_ids: list[int]):
         return func.coalesce(getattr(ev.c, name), 0) == 1
 
     revenue = func.coalesce(ev.c.ev_revenue, 0)
+    bought = func.coalesce(ev.c.ev_bought_revenue, 0)  # uplift: every purchase in the window
     stmt = (
         select(
             L.c.run_id,
@@ -174,7 +192,8 @@ def _slice_rows(conn: Connection, run_ids: list[int]):
             count(and_(treated, or_(flag("ev_opened"), flag("ev_clicked")))).label("opened"),
             count(and_(treated, flag("ev_clicked"))).label("clicked"),
             count(and_(treated, flag("ev_converted"))).label("converted"),
-            count(and_(L.c.in_control == True, flag("ev_converted"))).label("control_converted"),  # noqa: E712
+            count(and_(treated, flag("ev_bought"))).label("bought"),
+            count(and_(L.c.in_control == True, flag("ev_bought"))).label("control_converted"),  # noqa: E712
             count(
                 and_(
                     treated,
@@ -188,9 +207,10 @@ def _slice_rows(conn: Connection, run_ids: list[int]):
             count(status == Status.unknown).label("unknown"),
             count(status == Status.skipped).label("skipped"),
             func.sum(case((treated, revenue), else_=0)).label("revenue_cents"),
-            func.sum(case((treated, literal(0)), else_=revenue)).label("control_revenue_cents"),
-            func.sum(case((treated, revenue * revenue), else_=0)).label("revenue_sq_treated"),
-            func.sum(case((treated, literal(0)), else_=revenue * revenue)).label("revenue_sq_control"),
+            func.sum(case((treated, bought), else_=0)).label("bought_revenue_cents"),
+            func.sum(case((treated, literal(0)), else_=bought)).label("control_revenue_cents"),
+            func.sum(case((treated, bought * bought), else_=0)).label("revenue_sq_treated"),
+            func.sum(case((treated, literal(0)), else_=bought * bought)).label("revenue_sq_control"),
             func.sum(
                 case(
                     (
@@ -240,9 +260,9 @@ def _outcomes_from_slices(rows) -> list[dict]:
             )
             held = int(row["held_out"] or 0)
             g["n"] += held if control else int(row["messages"] or 0) - held
-            g["conversions"] += int((row["control_converted"] if control else row["converted"]) or 0)
+            g["conversions"] += int((row["control_converted"] if control else row["bought"]) or 0)
             g["revenue"] += (
-                float((row["control_revenue_cents"] if control else row["revenue_cents"]) or 0) / 100
+                float((row["control_revenue_cents"] if control else row["bought_revenue_cents"]) or 0) / 100
             )
             square = row["revenue_sq_control"] if control else row["revenue_sq_treated"]
             g["revenue_sq"] += float(square or 0) / 1e4
@@ -254,6 +274,9 @@ def _customer_outcomes(conn: Connection, run_ids: list[int]):
 
     Intention to treat: every customer assigned to the treated group counts, sent or not
     (skipped, failed), as every control customer does; anything else would bias the comparison.
+    A customer converts when they bought in the window (``BOUGHT_EVENTS``), and their revenue is
+    their richest row's, not the sum: each of their rows in the run records the same purchases
+    (its window covers them), so a sum would count an order once per channel.
     """
     ev = _flags_subquery(run_ids)
     per_customer = (
@@ -262,8 +285,8 @@ def _customer_outcomes(conn: Connection, run_ids: list[int]):
             L.c.customer_id,
             func.coalesce(func.max(L.c.variant), "default").label("variant"),
             func.max(case((L.c.in_control == True, 1), else_=0)).label("control"),  # noqa: E712
-            func.max(func.coalesce(ev.c.ev_converted, 0)).label("converted"),
-            (func.sum(func.coalesce(ev.c.ev_revenue, 0)) / 100.0).label("revenue"),
+            func.max(func.coalesce(ev.c.ev_bought, 0)).label("converted"),
+            (func.max(func.coalesce(ev.c.ev_bought_revenue, 0)) / 100.0).label("revenue"),
         )
         .select_from(L.outerjoin(ev, ev.c.ledger_id == L.c.id))
         .where(L.c.run_id.in_(run_ids))

@@ -99,6 +99,9 @@ FIGURE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 METHODS = (
+    "Uplift counts, in both groups alike, the customers who bought within the conversion window after "
+    "the (would-be) send, whether or not a message was credited with the purchase, so its treated "
+    "conversions can exceed the converted column. "
     "95% intervals: Newcombe hybrid score for the rate difference, delta method for the relative "
     "uplift, Welch for revenue per customer; two-proportion z-test for the p-value."
 )

@@ -9,6 +9,10 @@ Choices (and why):
 - Revenue per customer: Welch's unequal-variance interval on the difference of
   means, from sums and sums of squares, because revenue is skewed and the two
   groups differ in size and variance.
+
+"Conversions" here are what reporting.report passes: intention to treat, the
+customers of each group who bought within the conversion window after the
+(would-be) send, credited to a message or not; the minimums below apply to them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from scipy import stats
 
 Z95 = 1.959963984540054
 MIN_CONTROL = 100  # below this many control customers no conclusion is drawn
-MIN_EVENTS = 5  # ...nor with fewer conversions than this in either group
+MIN_EVENTS = 5  # ...nor with fewer conversions (window purchasers) than this in either group
 
 
 @dataclass(frozen=True)

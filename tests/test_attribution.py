@@ -225,3 +225,58 @@ def test_import_orders_attributes_recent_purchases(sqlite_engine, tmp_path, flag
         assert status_of(sqlite_engine, world.ledger_ids[0]) == "converted"
     else:
         assert converted == [] and "attributed" not in result.output
+
+
+def test_a_treated_purchase_without_a_click_is_recorded_as_a_window_purchase(sqlite_engine, campaigns):
+    """Uplift compares like with like: the treated buyer who never clicked bought within the window too."""
+    world = seed(sqlite_engine, n=3, campaign="clicky", sent_at=T0)
+    clicker, quiet, late = world.ledger_ids
+    _touch(sqlite_engine, clicker, "clicked", T0 + timedelta(hours=1))
+    assert (
+        _attribute(sqlite_engine, campaigns, world.customer_ids[0], T0 + timedelta(hours=2), "k").window == 0
+    )
+    result = _attribute(sqlite_engine, campaigns, world.customer_ids[1], T0 + timedelta(days=1), "q", 3100)
+    assert (result.attributed, result.control, result.window, result.window_ledger_ids) == (0, 0, 1, [quiet])
+    # exactly window_days after the send: out, as for the control group
+    assert (
+        _attribute(sqlite_engine, campaigns, world.customer_ids[2], T0 + timedelta(days=7), "z").window == 0
+    )
+
+    (event,) = events_of(sqlite_engine, type="purchased")
+    assert (event.ledger_id, event.provider_event_id, event.revenue_cents) == (
+        quiet,
+        f"q:window:{quiet}",
+        3100,
+    )
+    assert [e.ledger_id for e in events_of(sqlite_engine, type="converted")] == [clicker]  # credit unchanged
+    assert (status_of(sqlite_engine, quiet), status_of(sqlite_engine, late)) == ("sent", "sent")
+    again = _attribute(sqlite_engine, campaigns, world.customer_ids[1], T0 + timedelta(days=1), "q", 3100)
+    assert again.window == 0 and len(events_of(sqlite_engine, type="purchased")) == 1
+
+
+def test_a_touch_reported_late_moves_no_window_purchase_onto_the_credited_row(sqlite_engine, campaigns):
+    """The first credit stored wins; the order is not also a window purchase of that row."""
+    from core.models import LedgerEntry
+
+    first = seed(sqlite_engine, n=1, campaign="clicky", sent_at=T0)
+    cid, lid1 = first.customer_ids[0], first.ledger_ids[0]
+    second = seed(sqlite_engine, n=0, campaign="clicky", sent_at=T0)
+    with sqlite_engine.begin() as conn:
+        lid2 = conn.execute(
+            LedgerEntry.__table__.insert().values(
+                run_id=second.run_id,
+                campaign="clicky",
+                customer_id=cid,
+                channel="sms",
+                status="sent",
+                sent_at=T0,
+                created_at=T0,
+            )
+        ).inserted_primary_key[0]
+    _touch(sqlite_engine, lid1, "clicked", T0 + timedelta(hours=1))
+    assert _attribute(sqlite_engine, campaigns, cid, T0 + timedelta(hours=4), "o").window_ledger_ids == [lid2]
+    _touch(sqlite_engine, lid2, "clicked", T0 + timedelta(hours=2))  # a click whose webhook came late
+    again = _attribute(sqlite_engine, campaigns, cid, T0 + timedelta(hours=4), "o")
+    assert (again.attributed, again.window) == (0, 0)
+    assert [e.ledger_id for e in events_of(sqlite_engine, type="converted")] == [lid1]
+    assert [e.ledger_id for e in events_of(sqlite_engine, type="purchased")] == [lid2]

@@ -1,4 +1,4 @@
-"""Purchases attributed to messages, and control-group conversions for uplift.
+"""Purchases attributed to messages, and the window purchases that measure uplift.
 
 Rules (decided here, tested in tests/test_attribution.py):
 - A purchase is attributed to ONE message: the customer's latest qualifying
@@ -15,10 +15,39 @@ Rules (decided here, tested in tests/test_attribution.py):
   (ledger status untouched), measured from the row's would-be send time
   (``sent_at``, else the run's ``started_at``, else the row's ``created_at``),
   so that reports can compare conversion rates and measure uplift.
+- Treated rows: every treated row (sent or not: skipped and failed rows count,
+  as held-out rows do) whose window, measured from the same would-be send
+  time, covers the purchase, and that the rule above did NOT credit with it,
+  gets a ``purchased`` event (ledger status untouched, revenue carried).
+  Why: uplift is an intention-to-treat comparison, "bought within the window
+  after the (would-be) send", for both groups. Counting only credited
+  purchases for the treated (``click``: a purchase without a click is
+  invisible) but every purchase for the control group biased the uplift
+  down, and could show a campaign that added sales losing to its control
+  group (issue 16). The report reads ``converted`` OR ``purchased`` for
+  incrementality; ``converted`` alone stays the attribution's credit (funnel,
+  revenue, click -> conversion).
+- Why events rather than the report reading ``orders``: purchases posted to
+  the conversions API (tracking.app) are attributed as they come and never
+  reach the orders table; recording the window purchase here, where the same
+  rule already decides the control group's, keeps one definition of the
+  window for both groups and leaves the report's two grouped queries over
+  ledger and events (1M rows in seconds) as they are.
+- Known differences, accepted: a credited purchase counts for the treated even
+  when the click that earned it came late enough that the purchase falls after
+  the send's window (``touch`` later than the send); bounded by clicks made
+  late in the window, small next to the bias removed. And when a touch
+  reaches us only after its purchase was attributed (a delayed webhook) and
+  the order is attributed again, the row may hold both the window purchase and
+  the later credit for one order: its customer still converts once, the
+  order's revenue counts twice in the uplift's revenue per customer. A credit
+  that was already stored keeps its row (first credit wins), so no window
+  purchase is added beside it.
 - Idempotent: the attributed conversion's event id is the order id (provider
-  ``orders``), a control one is ``<order>:control:<ledger id>``; running
-  ``attribute`` again, or receiving the same order by the conversions API and
-  an import, stores nothing twice.
+  ``orders``), a control one is ``<order>:control:<ledger id>``, a treated
+  window purchase ``<order>:window:<ledger id>``; running ``attribute`` again,
+  or receiving the same order by the conversions API and an import, stores
+  nothing twice.
 """
 
 from __future__ import annotations
@@ -54,9 +83,11 @@ class AttributionResult:
     orders: int = 0
     attributed: int = 0
     control: int = 0
+    window: int = 0  # treated window purchases the rule did not credit (``purchased`` events)
     revenue_cents: int = 0
     attributed_ledger_ids: list[int] | None = None
     control_ledger_ids: list[int] | None = None
+    window_ledger_ids: list[int] | None = None
 
 
 class ConversionSettings:
@@ -101,8 +132,10 @@ def _in_window(touch: datetime, at: datetime, days: int) -> bool:
 def attribute_purchases(
     conn: Connection, purchases: list[Purchase], conversions: ConversionSettings | None = None
 ) -> AttributionResult:
-    """Attribute these purchases and store the ``converted`` events (see module doc)."""
-    result = AttributionResult(orders=len(purchases), attributed_ledger_ids=[], control_ledger_ids=[])
+    """Attribute these purchases and store the ``converted`` and ``purchased`` events (see module doc)."""
+    result = AttributionResult(
+        orders=len(purchases), attributed_ledger_ids=[], control_ledger_ids=[], window_ledger_ids=[]
+    )
     if not purchases:
         return result
     conversions = conversions or ConversionSettings()
@@ -139,18 +172,23 @@ def attribute_purchases(
     by_customer: dict[int, list] = defaultdict(list)
     for r in rows:
         by_customer[r.customer_id].append(r)
+    credited = _credited(conn, sorted({p.order_id for p in purchases}))
 
     new_events: list[NormalizedEvent] = []
     for p in purchases:
         best: tuple[datetime, int] | None = None
+        in_window: list[int] = []  # treated rows whose (would-be) send window covers the purchase
         for r in by_customer.get(p.customer_id, []):
             conv = conversions(r.campaign)
+            ref = _aware(r.ref)
+            covered = ref is not None and _in_window(ref, p.ordered_at, conv.window_days)
             if r.in_control or r.status == Status.held_out:
-                ref = _aware(r.ref)
-                if ref is not None and _in_window(ref, p.ordered_at, conv.window_days):
-                    new_events.append(_event(p, r.id, control=True))
+                if covered:
+                    new_events.append(_event(p, r.id, "control"))
                     result.control_ledger_ids.append(r.id)
                 continue
+            if covered:
+                in_window.append(r.id)
             if conv.attribution == "receive":
                 times = [_aware(r.sent_at)] if r.status in _SENT and r.sent_at is not None else []
             else:
@@ -160,24 +198,51 @@ def attribute_purchases(
                 if _in_window(t, p.ordered_at, conv.window_days) and (best is None or (t, r.id) > best):
                     best = (t, r.id)
         if best is not None:
-            new_events.append(_event(p, best[1], control=False))
+            new_events.append(_event(p, best[1], None))
             result.attributed_ledger_ids.append(best[1])
+        credit = credited.get(p.order_id, best[1] if best else None)
+        for ledger_id in in_window:
+            if ledger_id != credit:
+                new_events.append(_event(p, ledger_id, "window"))
+                result.window_ledger_ids.append(ledger_id)
     stored = store_events(conn, new_events)
     for e in stored.new:
         if e.subtype == "control":
             result.control += 1
+        elif e.type == "purchased":
+            result.window += 1
         else:
             result.attributed += 1
             result.revenue_cents += e.revenue_cents or 0
     return result
 
 
-def _event(p: Purchase, ledger_id: int, control: bool) -> NormalizedEvent:
+def _credited(conn: Connection, order_ids: list[str]) -> dict[str, int]:
+    """Order id -> the row an earlier pass credited: the first credit stored wins (its event id is the
+    order id), so a window purchase must not land on that row when a late touch moves ``best``."""
+    events = Event.__table__
+    found: dict[str, int] = {}
+    for start in range(0, len(order_ids), 500):
+        found.update(
+            conn.execute(
+                select(events.c.provider_event_id, events.c.ledger_id).where(
+                    events.c.provider == "orders",
+                    events.c.type == "converted",
+                    events.c.provider_event_id.in_(order_ids[start : start + 500]),
+                    events.c.ledger_id.is_not(None),
+                )
+            ).all()
+        )
+    return found
+
+
+def _event(p: Purchase, ledger_id: int, kind: str | None) -> NormalizedEvent:
+    """``kind``: None (the credited conversion), "control" or "window" (see module doc)."""
     return NormalizedEvent(
-        type="converted",
-        subtype="control" if control else None,
+        type="purchased" if kind == "window" else "converted",
+        subtype=kind,
         provider="orders",
-        provider_event_id=f"{p.order_id}:control:{ledger_id}" if control else p.order_id,
+        provider_event_id=f"{p.order_id}:{kind}:{ledger_id}" if kind else p.order_id,
         ledger_id=ledger_id,
         occurred_at=p.ordered_at,
         revenue_cents=p.amount_cents,
@@ -201,9 +266,9 @@ def attribute(
     if since is None:
         since = conn.execute(select(func.min(ledger.c.created_at))).scalar()
         if since is None:
-            return AttributionResult(attributed_ledger_ids=[], control_ledger_ids=[])
+            return AttributionResult(attributed_ledger_ids=[], control_ledger_ids=[], window_ledger_ids=[])
     conversions = ConversionSettings(campaigns_dir)
-    total = AttributionResult(attributed_ledger_ids=[], control_ledger_ids=[])
+    total = AttributionResult(attributed_ledger_ids=[], control_ledger_ids=[], window_ledger_ids=[])
     last_id = 0
     while True:
         batch = conn.execute(
@@ -239,6 +304,8 @@ def attribute(
         total.orders += part.orders
         total.attributed += part.attributed
         total.control += part.control
+        total.window += part.window
         total.revenue_cents += part.revenue_cents
         total.attributed_ledger_ids += part.attributed_ledger_ids
         total.control_ledger_ids += part.control_ledger_ids
+        total.window_ledger_ids += part.window_ledger_ids

@@ -17,7 +17,10 @@ caller's transaction:
 
 Event types: delivered, bounced (hard/soft), deferred, opened (machine
 flag), clicked, complained, unsubscribed, resubscribed, converted, replied,
-failed, and processed (accepted by the provider, no status change).
+failed, processed (accepted by the provider, no status change) and purchased
+(a treated customer's purchase within the conversion window that attribution
+did not credit to this message: counted by the report's uplift, no status
+change; see tracking.attribution).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ EVENT_TYPES = frozenset(
         "unsubscribed",
         "resubscribed",
         "converted",
+        "purchased",
         "replied",
     }
 )
