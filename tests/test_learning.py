@@ -124,6 +124,24 @@ def test_outcomes_within_the_window_only_human_opens_and_control_rows(engine) ->
     assert rows[lid["ctl"]]["ref_j"] == pytest.approx(rows[lid["click"]]["ref_j"])
 
 
+def test_a_window_purchase_without_credit_is_a_conversion_as_for_the_control_group(engine) -> None:
+    """Like with like (tracking/attribution.py): a treated customer who bought in the window without
+    clicking has a `purchased` event; their label converts, as a control customer's window purchase does."""
+    sent = T - timedelta(days=30)
+    with engine.begin() as conn:
+        run = _run(conn, "r1", sent)
+        quiet, held = _customer(conn, "quiet"), _customer(conn, "held")
+        treated_row = _ledger(conn, run, quiet, sent)
+        control_row = _ledger(conn, run, held, None, status="held_out", control=True)
+        _event(conn, treated_row, quiet, "purchased", sent + timedelta(days=2), revenue=3000)
+        _event(conn, control_row, held, "converted", sent + timedelta(days=2), revenue=3000)
+    rows = _rows(engine, T)
+    labels = [
+        (rows[i]["responded"], rows[i]["converted"], rows[i]["revenue"]) for i in (treated_row, control_row)
+    ]
+    assert labels == [(1, 1, 30.0), (1, 1, 30.0)]
+
+
 def test_churn_snapshot_ignores_orders_after_the_cutoff_except_for_the_label(engine) -> None:
     snap = dataset.Snapshot(cutoff=T - timedelta(days=90), horizon_days=60)
     with engine.begin() as conn:

@@ -72,7 +72,12 @@ CHANNEL_FEATURE = "channel"
 SENT_STATUSES: tuple[str, ...] = ("sent", "delivered", "opened", "clicked", "converted")
 CONTROL_STATUS = "held_out"
 RESPONSE_EVENTS: tuple[str, ...] = ("opened", "clicked", "converted")  # opened counts only if not machine
-OUTCOME_EVENTS: tuple[str, ...] = (*RESPONSE_EVENTS, "unsubscribed")
+# A purchase within the window after the (would-be) send, credited to the message or not (`purchased`:
+# treated rows the attribution rule did not credit): like with like against the control group, whose
+# every window purchase is a `converted` event (tracking/attribution.py). Else the uplift model would
+# learn an effect too low, negative for customers who buy without clicking.
+PURCHASE_EVENTS: tuple[str, ...] = ("converted", "purchased")
+OUTCOME_EVENTS: tuple[str, ...] = (*RESPONSE_EVENTS, "purchased", "unsubscribed")
 
 
 def julian(expr: ColumnElement, dialect: str) -> ColumnElement:
@@ -311,13 +316,13 @@ def _outcomes(conn: Connection, base: Subquery, window_days: int) -> pd.DataFram
         return pd.DataFrame(columns=cols, dtype=float)
     delta = ev["at_j"].astype(float) - ev["ref_j"].astype(float)
     ev = ev[(delta >= 0) & (delta < window_days)]
-    human = ~ev["machine"].astype(bool)
+    human_open = ev["type"].eq("opened") & ~ev["machine"].astype(bool)
     ev = ev.assign(
-        responded=(ev["type"].isin(("clicked", "converted")) | ((ev["type"] == "opened") & human)).astype(
-            int
+        responded=(ev["type"].isin(("clicked", *PURCHASE_EVENTS)) | human_open).astype(int),
+        converted=ev["type"].isin(PURCHASE_EVENTS).astype(int),
+        revenue=np.where(
+            ev["type"].isin(PURCHASE_EVENTS), ev["revenue_cents"].fillna(0).astype(float) / 100, 0.0
         ),
-        converted=(ev["type"] == "converted").astype(int),
-        revenue=np.where(ev["type"] == "converted", ev["revenue_cents"].fillna(0).astype(float) / 100, 0.0),
         unsubscribed=(ev["type"] == "unsubscribed").astype(int),
     )
     agg = ev.groupby("ledger_id").agg(
