@@ -418,7 +418,7 @@ def create_app(
             {
                 "attributed_ledger_id": (result.attributed_ledger_ids or [None])[0],
                 "control_ledger_ids": result.control_ledger_ids,
-                "stored": result.attributed + result.control,
+                "stored": result.attributed + result.control + result.window,
             }
         )
 

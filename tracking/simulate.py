@@ -15,16 +15,10 @@ nothing); a treated buyer whose message arrived comes through its link (a
 click, then the purchase). So the report's uplift against the control group
 estimates ``lift`` times the share of messages that arrived, with noise.
 
-Why the link: the report counts a treated customer's purchase only when the
-campaign's attribution credits it to the message (``click`` by default: a
-click before it), but every purchase of a held-out customer in the window. A
-treated customer buying without touching the message is invisible to it while
-the same purchase by a control customer counts. The simulation used to draw
-such purchases (3 % of the treated who had not clicked, against 2 % of the
-control group, none of them attributed): a campaign that added conversions
-read as losing to its control group. ``via_link`` below 1 shows that bias on
-purpose: the report then misses about ``(organic + lift) * (1 - via_link)``
-of the treated customers' conversions.
+Why the link: attribution (``click`` by default) credits a purchase to the message only after a
+click, and that is the report's `converted` column. ``via_link`` below 1 makes treated buyers skip
+the message's link: attribution credits fewer purchases, while the report's uplift, which counts
+every purchase within the window in both groups (tracking/attribution.py), still sees the lift.
 
 ``target``: None (an in-process app with freshly generated demo keys), a
 FastAPI/ASGI app (pass the keys it was built with), or a base URL of a
@@ -302,7 +296,7 @@ def _buyers(rows: list, arrived: set[int], rng: random.Random, rates: Rates) -> 
     """Who buys in the window, per customer of the run (the module doc's model).
 
     Returns (row, tag) per buyer, and the ids of the arrived messages whose link a buyer follows. Tags:
-    "purchases" (treated, through the message: what the report can count), "other_purchases" (treated,
+    "purchases" (treated, through the message: what attribution credits), "other_purchases" (treated,
     message not arrived or not followed) and "control_purchases". Held-out and treated customers draw
     ``organic`` alike; only a treated customer whose message arrived can get the ``lift``. Drawn for
     this run's customers: simulating two runs that share customers draws for each run.

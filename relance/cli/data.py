@@ -147,7 +147,8 @@ def _attribute_recent(engine) -> None:
     if result.orders:
         console().print(
             f"conversions: {result.attributed:,} purchase(s) attributed to a message "
-            f"({result.revenue_cents / 100:,.2f} revenue), {result.control:,} control-group purchase(s)"
+            f"({result.revenue_cents / 100:,.2f} revenue), {result.control:,} control-group purchase(s), "
+            f"{result.window:,} other purchase(s) in a treated window (for the uplift)"
         )
 
 

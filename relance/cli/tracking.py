@@ -64,5 +64,6 @@ def attribute_cmd(
         result = attribute(conn, since=since)
     rprint(
         f"{result.orders} orders examined: {result.attributed} newly attributed "
-        f"({result.revenue_cents / 100:.2f} revenue), {result.control} control-group conversions recorded"
+        f"({result.revenue_cents / 100:.2f} revenue), {result.control} control-group conversions recorded, "
+        f"{result.window} other purchase(s) in a treated window (for the uplift)"
     )
