@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from core.models import Order
-from tests.test_tracking_support import API_KEY, client_for, events_of, make_keys, seed, status_of
+from tests.test_tracking_support import API_KEY, client_for, events_of, make_keys, seed, sent_sms, status_of
 from tracking.attribution import ConversionSettings, Purchase, attribute, attribute_purchases
 from tracking.events import NormalizedEvent, store_events
 
@@ -73,20 +73,7 @@ def test_last_click_wins_and_machine_clicks_do_not_count(sqlite_engine, campaign
     first = seed(sqlite_engine, n=1, campaign="clicky", sent_at=T0)
     cid = first.customer_ids[0]
     second = seed(sqlite_engine, n=0, campaign="clicky", sent_at=T0)
-    from core.models import LedgerEntry
-
-    with sqlite_engine.begin() as conn:  # a second message to the same customer, from another run
-        lid2 = conn.execute(
-            LedgerEntry.__table__.insert().values(
-                run_id=second.run_id,
-                campaign="clicky",
-                customer_id=cid,
-                channel="sms",
-                status="sent",
-                sent_at=T0,
-                created_at=T0,
-            )
-        ).inserted_primary_key[0]
+    lid2 = sent_sms(sqlite_engine, second.run_id, "clicky", cid, T0)  # a second message, another run
     _touch(sqlite_engine, first.ledger_ids[0], "clicked", T0 + timedelta(hours=1))
     _touch(sqlite_engine, lid2, "clicked", T0 + timedelta(hours=2))
     _touch(sqlite_engine, first.ledger_ids[0], "clicked", T0 + timedelta(hours=3), machine=True)  # a scanner
@@ -256,23 +243,11 @@ def test_a_treated_purchase_without_a_click_is_recorded_as_a_window_purchase(sql
 
 def test_a_touch_reported_late_moves_no_window_purchase_onto_the_credited_row(sqlite_engine, campaigns):
     """The first credit stored wins; the order is not also a window purchase of that row."""
-    from core.models import LedgerEntry
 
     first = seed(sqlite_engine, n=1, campaign="clicky", sent_at=T0)
     cid, lid1 = first.customer_ids[0], first.ledger_ids[0]
     second = seed(sqlite_engine, n=0, campaign="clicky", sent_at=T0)
-    with sqlite_engine.begin() as conn:
-        lid2 = conn.execute(
-            LedgerEntry.__table__.insert().values(
-                run_id=second.run_id,
-                campaign="clicky",
-                customer_id=cid,
-                channel="sms",
-                status="sent",
-                sent_at=T0,
-                created_at=T0,
-            )
-        ).inserted_primary_key[0]
+    lid2 = sent_sms(sqlite_engine, second.run_id, "clicky", cid, T0)
     _touch(sqlite_engine, lid1, "clicked", T0 + timedelta(hours=1))
     assert _attribute(sqlite_engine, campaigns, cid, T0 + timedelta(hours=4), "o").window_ledger_ids == [lid2]
     _touch(sqlite_engine, lid2, "clicked", T0 + timedelta(hours=2))  # a click whose webhook came late

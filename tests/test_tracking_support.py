@@ -142,6 +142,22 @@ def seed(
     return World(run_id, ledger_ids, customer_ids)
 
 
+def sent_sms(engine: Engine, run_id: int, campaign: str, customer_id: int, at: datetime) -> int:
+    """One more sent ledger row (an SMS) for a customer already seeded: a second message to them."""
+    with engine.begin() as conn:
+        return conn.execute(
+            LedgerEntry.__table__.insert().values(
+                run_id=run_id,
+                campaign=campaign,
+                customer_id=customer_id,
+                channel="sms",
+                status="sent",
+                sent_at=at,
+                created_at=at,
+            )
+        ).inserted_primary_key[0]
+
+
 def status_of(engine: Engine, ledger_id: int) -> str:
     with engine.connect() as conn:
         table = LedgerEntry.__table__

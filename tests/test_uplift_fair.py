@@ -10,12 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert
 
-from core.models import LedgerEntry
 from relance.cli.demo import DEMO_LIFT
 from reporting.report import build_report
-from tests.test_tracking_support import seed
+from tests.test_tracking_support import seed, sent_sms
 from tracking.attribution import ConversionSettings, Purchase, attribute_purchases
 from tracking.events import NormalizedEvent, store_events
 from tracking.simulate import Rates, simulate_responses
@@ -92,21 +90,7 @@ def test_a_treated_buyer_who_did_not_click_counts_like_a_control_buyer(engine, d
 def test_a_customer_reached_on_two_channels_counts_once_with_each_purchase_once(engine, defaults):
     world = seed(engine, n=N, control=tuple(range(0, N, 2)), sent_at=T0)
     both, clicked_both = world.customer_ids[1], world.customer_ids[3]
-    with engine.begin() as conn:  # each also got an SMS in the same run
-        sms = [
-            conn.execute(
-                insert(LedgerEntry.__table__).values(
-                    run_id=world.run_id,
-                    campaign="winback",
-                    customer_id=cid,
-                    channel="sms",
-                    status="sent",
-                    sent_at=T0,
-                    created_at=T0,
-                )
-            ).inserted_primary_key[0]
-            for cid in (both, clicked_both)
-        ]
+    sms = [sent_sms(engine, world.run_id, "winback", cid, T0) for cid in (both, clicked_both)]  # same run
     _click(engine, sms[1])
     _buy(engine, defaults, [both], "b", 6000)  # no click: a window purchase on both rows
     _buy(engine, defaults, [clicked_both], "k", 2000)  # credited to the SMS, a window purchase by e-mail

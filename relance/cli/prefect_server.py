@@ -17,6 +17,7 @@ ephemeral server is used as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -86,11 +87,9 @@ class TiedPrefectServer:
                         raise RuntimeError(f"the local Prefect API server exited with status {code}")
                     self.port = _free_port()
                     self.process = self._spawn()
-                try:
+                with contextlib.suppress(httpx.TransportError):  # not listening yet
                     if client.get(f"{self.api_url}/health").status_code == 200:
                         return
-                except httpx.TransportError:
-                    pass
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(
