@@ -286,6 +286,7 @@ class CampaignRun(SQLModel, table=True):
     funnel: str | None = Field(default=None, sa_column=Column(Text))  # JSON: the plan's funnel
     models: str | None = Field(default=None, sa_column=Column(Text))  # JSON: model versions used
     flow_run_id: str | None = Field(default=None, max_length=64)
+    step: str | None = Field(default=None, max_length=64)  # journeys: the send step of this run (0011)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -320,6 +321,9 @@ class LedgerEntry(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # journeys (0011): the entry and send step this message belongs to; null for campaigns
+    entry_id: int | None = Field(default=None, index=True)
+    step: str | None = Field(default=None, max_length=64)
 
 
 class Link(SQLModel, table=True):
@@ -372,3 +376,62 @@ class Event(SQLModel, table=True):
     url: str | None = Field(default=None, sa_column=Column(Text))
     revenue_cents: int | None = None
     raw: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# --------------------------------------------------------------------------
+# Journeys (migration 0011)
+# --------------------------------------------------------------------------
+
+
+class EntryStatus(StrEnum):
+    active = "active"  # on ``step``, which acts at ``due_at``
+    control = "control"  # held out at entry for the whole journey: never sent anything
+    completed = "completed"  # went past the last step, or reached an `exit` step
+    exited = "exited"  # left early: exit_when, a removed step (``exit_reason`` says which)
+
+
+class JourneyEntry(SQLModel, table=True):
+    """One customer's pass through a journey: where they are, when it acts, how they left.
+
+    Ticks move entries set-based (journeys.tick): every statement is guarded by
+    (journey, step, status, due_at), so an entry moves once per due step.
+    """
+
+    __tablename__ = "journey_entry"
+    __table_args__ = (
+        UniqueConstraint("journey", "customer_id", "entry_key", name="uq_journey_entry_key"),
+        Index("ix_journey_entry_step_due", "journey", "step", "status", "due_at"),
+        Index("ix_journey_entry_status_due", "status", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    journey: str = Field(max_length=100)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    entry_key: str = Field(max_length=200)  # what put the customer in: "<journey>:<date>", an event id...
+    step: str = Field(max_length=64)  # the current step (the last one for entries that left)
+    status: str = Field(default=EntryStatus.active, max_length=16)
+    due_at: datetime | None = None  # when the current step acts (null once left)
+    since: datetime = Field(default_factory=utcnow)  # arrived at the current step
+    moves: int = 0  # steps done so far: the next history row's number
+    in_control: bool = False
+    exit_reason: str | None = Field(default=None, max_length=200)
+    entered_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class JourneyStepLog(SQLModel, table=True):
+    """The history of an entry: one row per step done, numbered by ``move`` (unique per entry)."""
+
+    __tablename__ = "journey_step"
+    __table_args__ = (UniqueConstraint("entry_id", "move", name="uq_journey_step_entry_move"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    entry_id: int = Field(foreign_key="journey_entry.id", ondelete="CASCADE")
+    move: int
+    journey: str = Field(max_length=100, index=True)
+    step: str = Field(max_length=64)
+    kind: str = Field(max_length=8)  # send, wait, branch, split, exit; "journey" for exit_when
+    outcome: str = Field(max_length=64)  # sent, skipped, waited, then, else, the path taken, the exit reason
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    run_id: int | None = None  # send steps: the campaign_run holding the ledger rows
+    at: datetime = Field(default_factory=utcnow)
