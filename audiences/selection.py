@@ -132,11 +132,13 @@ def candidates(
     customer_id: int | None = None,
     segment_as_column: bool = False,
     settings: Settings | None = None,
+    among: Any = None,
 ) -> Candidates:
     """Segment members (or one customer) with every step's flags per channel.
 
     ``segment_as_column`` keeps non-members with a ``segment`` 0/1 column
-    (``--explain``); ``window=False`` ignores time windows (to list who is deferred).
+    (``--explain``); ``window=False`` ignores time windows (to list who is deferred);
+    ``among`` (a SELECT of customer ids) keeps only those customers (a journey's due entries).
     """
     settings = settings or get_settings()
     ctx = RuleContext(now, segments=segments, model_versions=campaign.model_versions, bind=bind)
@@ -144,7 +146,9 @@ def candidates(
     channels = channel_candidates(campaign)
     policy = campaign_policy(campaign, settings)
     caps = effective_caps(campaign, settings)
-    members = segment_members(seg, ctx, customer_id=customer_id, segment_as_column=segment_as_column)
+    members = segment_members(
+        seg, ctx, customer_id=customer_id, segment_as_column=segment_as_column, among=among
+    )
     customer = members.c.customer_id
     cols: list[ColumnElement] = [customer, members.c.timezone, members.c.preferred_channel]
     frm: Any = members  # members carry the customer columns: no second join to customer
@@ -196,7 +200,12 @@ def candidates(
 
 
 def segment_members(
-    seg: ColumnElement, ctx: RuleContext, *, customer_id: int | None = None, segment_as_column: bool = False
+    seg: ColumnElement,
+    ctx: RuleContext,
+    *,
+    customer_id: int | None = None,
+    segment_as_column: bool = False,
+    among: Any = None,
 ) -> CTE:
     """The customers the funnel starts from (not erased, matching the rules), as a MATERIALIZED CTE.
 
@@ -215,6 +224,8 @@ def segment_members(
     where: list[ColumnElement] = []
     if customer_id is not None:
         where.append(CUSTOMER.c.id == customer_id)
+    if among is not None:
+        where.append(CUSTOMER.c.id.in_(among))
     if segment_as_column:
         cols += [
             one_if(CUSTOMER.c.erased_at.is_(None)).label("not_erased"),

@@ -132,7 +132,7 @@ def record_selection(
     """Write the selected audience as ledger rows, batches and the run's funnel; return rows inserted.
 
     ``selection`` has the columns (customer_id, channel, variant, message,
-    in_control). Batches are numbered from 1 in SQL over the rows to send,
+    in_control), and for a journey's send step (entry_id, step). Batches are numbered from 1 in SQL over the rows to send,
     ordered by (customer_id, channel); control-group rows are ``held_out`` in
     batch 0, which is never sent. Idempotent: a run already recorded inserts
     nothing (ON CONFLICT DO NOTHING guards the unique key as well).
@@ -150,6 +150,7 @@ def record_selection(
         else_=cast((position - 1) // batch_size, Integer) + 1,
     )
     ts = LEDGER.c.created_at.type
+    journey = [sel.c.entry_id, sel.c.step] if "entry_id" in sel.c else []
     rows = select(
         literal(run_id).label("run_id"),
         literal(campaign).label("campaign"),
@@ -164,11 +165,12 @@ def record_selection(
         literal(0).label("attempts"),
         literal(now, ts).label("created_at"),
         literal(now, ts).label("updated_at"),
+        *journey,
     ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
     columns = [
         "run_id", "campaign", "customer_id", "channel", "variant", "message", "in_control",
         "batch", "status", "reason", "attempts", "created_at", "updated_at",
-    ]  # fmt: skip
+    ] + (["entry_id", "step"] if journey else [])  # fmt: skip
     conn.execute(
         _insert(conn, LEDGER)
         .from_select(columns, rows)

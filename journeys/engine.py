@@ -1,0 +1,328 @@
+"""Entering customers into a journey and advancing every due entry, set-based, in the caller's transaction.
+
+One tick per journey (journeys.tick wraps this in a transaction per journey):
+
+1. exits first: due entries meeting an `exit_when` test, or standing on a step
+   the file no longer has, leave with that reason;
+2. then each step in turn moves ITS due entries with a few statements: a
+   history INSERT ... SELECT and an UPDATE with the same guard (journey, step,
+   status 'active', due_at <= now), so an entry moves at most once per due
+   step, whatever crashes around it (both statements commit together or not);
+3. an entry arriving at a step that acts now (anything but a wait) is due at
+   once: passes repeat until nothing is due, so e-mail -> branch -> SMS
+   happens in one tick; a cycle must contain a wait (validate refuses it), and
+   passes are bounded by the number of steps anyway.
+
+Send steps write ledger rows (journeys.sends); nothing here calls a provider:
+``relance plan`` runs ``enter`` + ``advance`` in a transaction it rolls back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    case,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from audiences import assign
+from audiences.rule_context import CUSTOMER
+from audiences.selection import candidates
+from audiences.step_conditions import customer_timezones
+from core.models import EntryStatus, JourneyEntry, JourneyStepLog
+from core.settings import get_settings
+from core.spec import Campaign, kind_of
+from journeys import conditions, moments
+from journeys.definition import entry_campaign, first_step, following, journey_channels, kinds, steps_of
+
+ENTRY = JourneyEntry.__table__
+HISTORY = JourneyStepLog.__table__
+ACTIVE = str(EntryStatus.active)
+HISTORY_COLUMNS = ["entry_id", "move", "journey", "step", "kind", "outcome", "detail", "run_id", "at"]
+
+
+@dataclass
+class Advanced:
+    """What one advance did: moves per (step, outcome), sends deferred per step, send runs created."""
+
+    journey: str
+    moves: Counter = field(default_factory=Counter)
+    deferred: Counter = field(default_factory=Counter)
+    run_ids: list[int] = field(default_factory=list)
+    passes: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.moves.values())
+
+
+def lock_journey(conn: Connection, journey: str) -> None:
+    """Serialize ticks of one journey (PostgreSQL: a transaction advisory lock; SQLite: one writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:j))"), {"j": f"relance-journey:{journey}"})
+
+
+def _insert_ignoring(conn: Connection, table: Any) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+class Mover:
+    """The statements that move entries of one journey at one ``now``."""
+
+    def __init__(self, conn: Connection, journey: Campaign, now: datetime, segments: Any = None):
+        self.conn, self.journey, self.now, self.segments = conn, journey, now, segments
+        self.name = journey.name
+        self.kinds = kinds(journey)
+        self.following = following(journey)
+        self.zones = customer_timezones(conn)
+        self.result = Advanced(journey.name)
+
+    # ---- guards
+    def due(self, step: str | None = None) -> ColumnElement:
+        conds = [ENTRY.c.journey == self.name, ENTRY.c.status == ACTIVE, ENTRY.c.due_at <= self.moment()]
+        if step is not None:
+            conds.insert(1, ENTRY.c.step == step)
+        return and_(*conds)
+
+    def moment(self) -> ColumnElement:
+        return literal(self.now, moments.MOMENT)
+
+    def any_due(self, where: ColumnElement) -> bool:
+        return self.conn.execute(select(ENTRY.c.id).where(where).limit(1)).first() is not None
+
+    def customer_zone(self, entry: Any = ENTRY) -> ColumnElement:
+        return select(CUSTOMER.c.timezone).where(CUSTOMER.c.id == entry.c.customer_id).scalar_subquery()
+
+    # ---- where an arriving entry is due
+    def arrival_due(self, target: str, timezone: ColumnElement | None = None) -> ColumnElement:
+        """When ``target`` acts for an entry arriving now: at the end of its wait, or now."""
+        if self.kinds.get(target) != "wait":
+            return self.moment()
+        wait = self.journey.step(target).wait
+        zone_col = timezone if timezone is not None else self.customer_zone()
+        return moments.per_zone(self.zones, zone_col, lambda z: moments.wait_end(wait, self.now, z))
+
+    # ---- the two statements of a move
+    def move(
+        self,
+        where: ColumnElement,
+        step: str | ColumnElement,
+        kind: str,
+        outcome: str | ColumnElement,
+        to: str | None,
+        *,
+        status: str | None = None,
+        reason: str | ColumnElement | None = None,
+        detail: str | None = None,
+        run_id: int | None = None,
+    ) -> int:
+        """Log the step done and move the entries matching ``where`` to ``to`` (None: they leave).
+
+        Leaving: ``status`` (completed / exited) with ``reason``.
+        """
+        now = self.moment()
+        history = select(
+            ENTRY.c.id,
+            ENTRY.c.moves,
+            literal(self.name),
+            step if isinstance(step, ColumnElement) else literal(step),
+            literal(kind),
+            outcome if isinstance(outcome, ColumnElement) else literal(outcome),
+            literal(detail),
+            literal(run_id),
+            now,
+        ).where(where)
+        self.conn.execute(insert(HISTORY).from_select(HISTORY_COLUMNS, history))
+        values: dict[str, Any] = {"moves": ENTRY.c.moves + 1, "since": now, "updated_at": now}
+        if to is None:
+            values.update(status=status or str(EntryStatus.completed), due_at=None, exit_reason=reason)
+        else:
+            values.update(step=to, due_at=self.arrival_due(to))
+        moved = self.conn.execute(update(ENTRY).where(where).values(**values)).rowcount
+        label = outcome if isinstance(outcome, str) else "removed"
+        self.result.moves[(step if isinstance(step, str) else "(removed)", label)] += moved
+        return moved
+
+    def defer(self, where: ColumnElement, until: ColumnElement, step: str) -> int:
+        """A due send that may not go now: the same step, later (no history row: nothing was done)."""
+        n = self.conn.execute(
+            update(ENTRY).where(where).values(due_at=until, updated_at=self.moment())
+        ).rowcount
+        self.result.deferred[step] += n
+        return n
+
+    def leave(self, where: ColumnElement, reason: str | ColumnElement, step: str | ColumnElement) -> int:
+        outcome = reason if isinstance(reason, str) else "step removed"
+        return self.move(where, step, "journey", outcome, None, status=str(EntryStatus.exited), reason=reason)
+
+    # ---- exits
+    def exits(self) -> None:
+        """Due entries meeting an exit test, or on a step the file no longer has, leave first."""
+        if not self.any_due(self.due()):
+            return
+        names = list(self.kinds)
+        removed = and_(self.due(), ENTRY.c.step.not_in(names))
+        if self.any_due(removed):
+            self.leave(removed, literal("step removed: ") + ENTRY.c.step, ENTRY.c.step)
+        channels = journey_channels(self.journey)
+        for reason, test in conditions.exit_tests(
+            self.journey, channels, self.now, self.conn, segments=self.segments
+        ):
+            self.leave(and_(self.due(), test), reason, ENTRY.c.step)
+
+    # ---- the steps
+    def act(self, step: Any) -> None:
+        if not self.any_due(self.due(step.name)):
+            return
+        kind = kind_of(step)
+        if kind == "send":
+            from journeys.sends import act_send
+
+            act_send(self, step)
+        elif kind == "wait":
+            self.move(self.due(step.name), step.name, "wait", "waited", self.next_of(step.name))
+        elif kind == "branch":
+            test = step.branch.if_
+            cond = (
+                conditions.response_test(self.conn, test)
+                if test.audience is None
+                else conditions.rule_test(test.audience, self.now, self.conn, segments=self.segments)
+            )
+            self.move(and_(self.due(step.name), cond), step.name, "branch", "then", step.branch.then)
+            self.move(self.due(step.name), step.name, "branch", "else", step.branch.else_)
+        elif kind == "split":
+            self.split(step)
+        else:  # exit
+            self.move(self.due(step.name), step.name, "exit", step.exit, None, reason=step.exit)
+
+    def next_of(self, step: str) -> str | None:
+        targets = self.following[step]
+        return targets[0] if targets else None
+
+    def split(self, step: Any) -> None:
+        """Paths by the customer's stable bucket (audiences.assign): the same customer, the same path."""
+        bucket = assign.bucket_sql(ENTRY.c.customer_id, assign.salt(self.name, step.name, "split"))
+        low = 0.0
+        for i, path in enumerate(step.split):
+            high = low + path.percent
+            last = i == len(step.split) - 1
+            cond = (
+                bucket >= assign.threshold(low)
+                if last
+                else and_(bucket >= assign.threshold(low), bucket < assign.threshold(high))
+            )
+            self.move(and_(self.due(step.name), cond), step.name, "split", path.next, path.next)
+            low = high
+
+
+def advance(conn: Connection, journey: Campaign, now: datetime, segments: Any = None) -> Advanced:
+    """Every due move of ``journey`` at ``now``, in the caller's transaction (no commit, no provider call)."""
+    lock_journey(conn, journey.name)
+    mover = Mover(conn, journey, now, segments)
+    steps = steps_of(journey)
+    for _ in range(len(steps) + 2):
+        if not mover.any_due(mover.due()):
+            break
+        mover.result.passes += 1
+        before = mover.result.total + sum(mover.result.deferred.values())
+        mover.exits()
+        for step in steps:
+            mover.act(step)
+        if mover.result.total + sum(mover.result.deferred.values()) == before:
+            break
+    return mover.result
+
+
+# --------------------------------------------------------------------------
+# Entering
+# --------------------------------------------------------------------------
+
+
+def default_entry_key(journey: Campaign, now: datetime) -> str:
+    """``name:YYYY-MM-DD`` in the journey's time zone: a scheduled entry enters a customer once a day."""
+    tz = journey.schedule.timezone if journey.schedule else get_settings().default_timezone
+    return f"{journey.name}:{now.astimezone(ZoneInfo(tz)).date().isoformat()}"
+
+
+def already_in(journey: Campaign, now: datetime, customer: ColumnElement) -> ColumnElement:
+    """The customer may not enter now: an entry in progress, or the re-entry rule forbids it."""
+    mine = ENTRY.c.journey == journey.name
+    every = journey.reentry.every_days if journey.reentry is not None else None
+    if every is None:  # `once`: any entry ever (control included) keeps the customer out
+        blocking = mine
+    else:
+        recent = ENTRY.c.entered_at > literal(now - timedelta(days=every), ENTRY.c.entered_at.type)
+        blocking = and_(mine, or_(ENTRY.c.status == ACTIVE, recent))
+    return customer.in_(select(ENTRY.c.customer_id).where(blocking))
+
+
+def entry_rows(conn: Connection, journey: Campaign, now: datetime, key: str, segments: Any = None) -> Any:
+    """The rows a scheduled entry inserts: the audience with a reachable channel, control held out."""
+    camp = entry_campaign(journey)
+    cand = candidates(camp, now, bind=conn, window=False, segments=segments)
+    customer = cand.flag("customer_id")
+    first = first_step(journey)
+    control = cand.flag("control") == 1
+    mover = Mover(conn, journey, now, segments)
+    due = mover.arrival_due(first, timezone=cand.flag("timezone"))
+    moment = mover.moment()
+    return select(
+        literal(journey.name).label("journey"),
+        customer.label("customer_id"),
+        literal(key).label("entry_key"),
+        literal(first).label("step"),
+        case((control, literal(str(EntryStatus.control))), else_=literal(ACTIVE)).label("status"),
+        case((control, literal(None, moments.MOMENT)), else_=due).label("due_at"),
+        moment.label("since"),
+        literal(0).label("moves"),
+        case((control, literal(True)), else_=false()).label("in_control"),
+        moment.label("entered_at"),
+        moment.label("updated_at"),
+    ).where(
+        cand.any_ok("suppression"),
+        cand.flag("global_control") == 0,
+        ~already_in(journey, now, customer),
+    )
+
+
+def enter(
+    conn: Connection, journey: Campaign, now: datetime, entry_key: str | None = None, segments: Any = None
+) -> int:
+    """Enter the customers the journey's audience selects now; return how many entered (control included).
+
+    Idempotent per ``entry_key`` (default: one per local day): entering twice inserts nothing.
+    """
+    lock_journey(conn, journey.name)
+    key = entry_key or default_entry_key(journey, now)
+    rows = entry_rows(conn, journey, now, key, segments).subquery("entering")
+    columns = [c.name for c in rows.c]
+    before = conn.execute(
+        select(literal(1)).where(ENTRY.c.journey == journey.name, ENTRY.c.entry_key == key).limit(1)
+    ).first()
+    if before is not None:
+        return 0  # this occurrence already entered its customers
+    conn.execute(
+        _insert_ignoring(conn, ENTRY)
+        .from_select(columns, select(rows).where(true()))
+        .on_conflict_do_nothing(index_elements=[ENTRY.c.journey, ENTRY.c.customer_id, ENTRY.c.entry_key])
+    )
+    return conn.execute(
+        select(func.count()).where(ENTRY.c.journey == journey.name, ENTRY.c.entry_key == key)
+    ).scalar_one()
