@@ -132,7 +132,8 @@ def record_selection(
     """Write the selected audience as ledger rows, batches and the run's funnel; return rows inserted.
 
     ``selection`` has the columns (customer_id, channel, variant, message,
-    in_control), and for a journey's send step (entry_id, step). Batches are numbered from 1 in SQL over the rows to send,
+    in_control), and for a journey's send step (entry_id, step). Batches
+    are numbered from 1 in SQL over the rows to send,
     ordered by (customer_id, channel); control-group rows are ``held_out`` in
     batch 0, which is never sent. Idempotent: a run already recorded inserts
     nothing (ON CONFLICT DO NOTHING guards the unique key as well).

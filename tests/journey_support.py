@@ -86,6 +86,8 @@ def messages(engine, step: str | None = None) -> list[dict]:
 def history_counts(engine) -> dict[tuple[str, str], int]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(HISTORY.c.step, HISTORY.c.outcome, func.count()).group_by(HISTORY.c.step, HISTORY.c.outcome)
+            select(HISTORY.c.step, HISTORY.c.outcome, func.count()).group_by(
+                HISTORY.c.step, HISTORY.c.outcome
+            )
         )
         return {(s, o): n for s, o, n in rows}
