@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     alert_check_seconds: float = 10.0  # each sending worker re-reads the run's rates at most this often
     reports_cron: str = "0 7 * * *"  # `refresh-reports` deployment: every morning before marketers look
     train_cron: str = "0 5 * * 1"  # `train-models` deployment: weekly, before Monday's campaigns
-    upkeep_timezone: str = "Europe/Paris"  # of the two crons above
+    journeys_cron: str = "* * * * *"  # `advance-journeys` deployment: each journey's due steps, every minute
+    upkeep_timezone: str = "Europe/Paris"  # of the crons above
     alerts_pause_runs: bool = True  # False (`relance run --ignore-alerts`): resume a run paused by alert
 
     # --- targeting models (issue 7: audiences.learning) ---------------------

@@ -182,6 +182,29 @@ class Campaign(StrictModel):
     def is_journey(self) -> bool:
         return self.steps is not None
 
+    def step_campaign(self, name: str) -> Campaign:
+        """The campaign a journey's send step is: the journey's name, policies and priority with the
+        step's message, variants, offer and channels (its control group was held out at entry).
+
+        Why a campaign: selection, the ledger, rendering and sending all take one, so every rule of
+        a campaign applies unchanged at each send of a journey.
+        """
+        send = self.step(name).send
+        return Campaign(
+            name=self.name,
+            description=self.description,
+            priority=self.priority,
+            control_group=ControlGroup(percent=0),
+            message=send.message,
+            variants=send.variants,
+            offer={**self.offer, **send.offer},
+            channels=send.channels or self.channels,
+            sending_window=self.sending_window,
+            frequency_caps=self.frequency_caps,
+            conversion=self.conversion,
+            model_versions=self.model_versions,
+        )
+
     def step(self, name: str) -> Any:
         """The step named ``name`` (KeyError if the journey has none)."""
         for s in self.steps or []:

@@ -31,6 +31,8 @@ from pydantic import BaseModel, Discriminator, ValidationError
 from core.spec import (
     RULE_KINDS,
     RULE_TAGS,
+    STEP_KINDS,
+    STEP_TAGS,
     AllRule,
     AnyRule,
     Campaign,
@@ -38,6 +40,7 @@ from core.spec import (
     SegmentsFile,
     nearest,
     rule_kind,
+    step_kind,
 )
 from core.yaml_positions import Marks, Path_, Problem, SpecError, display_path, load_yaml
 
@@ -78,14 +81,16 @@ def position(marks: Marks, path: Path_, key: bool = False) -> tuple[int | None, 
     return pos.line, pos.column
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """(inner type, is it the rule union) with Optional and Annotated peeled off."""
-    is_rule = False
+def _unwrap(annotation: Any) -> tuple[Any, Any]:
+    """(inner type, the discriminator function of a rule or step union, else None), Optional and
+    Annotated peeled off."""
+    chooser = None
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
-            if any(isinstance(m, Discriminator) for m in annotation.__metadata__):
-                is_rule = True
+            for m in annotation.__metadata__:
+                if isinstance(m, Discriminator):
+                    chooser = m.discriminator
             annotation = typing.get_args(annotation)[0]
             continue
         if origin in (typing.Union, types.UnionType):
@@ -93,20 +98,28 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
             if len(args) == 1:
                 annotation = args[0]
                 continue
-        return annotation, is_rule
+        return annotation, chooser
+
+
+# The tagged unions of the language: discriminator -> (tag suffix, the model of each kind).
+_UNIONS: dict[Any, tuple[str, dict[str, type[BaseModel]]]] = {
+    rule_kind: (" rule", RULE_KINDS),
+    step_kind: (" step", STEP_KINDS),
+}
 
 
 def model_at(root: type[BaseModel], data: Any, path: Path_) -> type[BaseModel] | None:
-    """The pydantic model that validates the mapping at ``path`` (rules resolved by their subject key)."""
+    """The pydantic model that validates the mapping at ``path`` (rules and steps resolved by their key)."""
     annotation: Any = root
     node = data
     for step in (*path, None):
-        annotation, is_rule = _unwrap(annotation)
-        if is_rule:
-            kind = rule_kind(node)
+        annotation, chooser = _unwrap(annotation)
+        if chooser in _UNIONS:
+            suffix, kinds = _UNIONS[chooser]
+            kind = chooser(node)
             if kind is None:
                 return None
-            annotation = RULE_KINDS[kind.removesuffix(" rule")]
+            annotation = kinds[kind.removesuffix(suffix)]
         if step is None:
             break
         origin = typing.get_origin(annotation)
@@ -158,7 +171,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path_, list[Any]]:
     rest: list[Any] = []
     node = data
     for step in loc:
-        if step in RULE_TAGS:
+        if step in RULE_TAGS or step in STEP_TAGS:
             continue
         in_dict = isinstance(node, dict) and step in node
         in_list = isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)
@@ -223,6 +236,27 @@ def _rule_kind_message(value: Any, path: Path_) -> tuple[Path_, bool, str]:
     )
 
 
+STEP_SHAPE = "a step has a `name:` and exactly one of the keys " + ", ".join(STEP_KINDS)
+
+
+def _step_kind_message(value: Any, path: Path_) -> tuple[Path_, bool, str]:
+    """Why a list item is not a step, and where to point (the step's line, or a misspelled action key)."""
+    if not isinstance(value, dict):
+        example = "e.g. `- name: offer` with `send:`"
+        return path, False, f"`{_shown(value)}` is not a step: {STEP_SHAPE}, {example}"
+    named = f"step `{value['name']}`" if isinstance(value.get("name"), str) else "this step"
+    actions = [k for k in value if k in STEP_KINDS]
+    if len(actions) > 1:
+        listed = " and ".join(f"`{k}:`" for k in actions)
+        return path, False, f"{named} has {listed}: {STEP_SHAPE}; give `{actions[1]}:` a step of its own"
+    for key in value:
+        close = nearest(str(key), STEP_KINDS) if key not in ("name", "next") else None
+        if close:
+            text = f"`{key}` is not a kind of step; did you mean `{close}`? ({STEP_SHAPE})"
+            return (*path, key), True, text
+    return path, False, f"{named} does nothing: {STEP_SHAPE}"
+
+
 def _expected_literals(ctx: dict[str, Any] | None) -> list[str]:
     return re.findall(r"'([^']*)'", str((ctx or {}).get("expected", "")))
 
@@ -251,6 +285,8 @@ def _message(
         return path, bool(path), f"{_name(path)} needs `{missing}:`{described}; add it"
     if kind == "rule_kind":
         return _rule_kind_message(value, path)
+    if kind == "step_kind":
+        return _step_kind_message(value, path)
     if kind == "literal_error":
         options = _expected_literals(ctx)
         close = nearest(str(value), options)

@@ -206,6 +206,13 @@ def join_run(engine: Engine, key: str, path: str | None = None) -> PreparedRun:
         if campaign.name == run["campaign"]:
             if run["spec_hash"] and digest != run["spec_hash"]:
                 log.warning("campaign file %s changed since run %s started", candidate, key)
+            if run["step"]:  # a journey's send step: sent as the campaign that step is
+                try:
+                    campaign = campaign.step_campaign(run["step"])
+                except KeyError:
+                    raise ledger.RunError(
+                        f"run {key!r} sends step {run['step']!r}, which {candidate} no longer has"
+                    ) from None
             return PreparedRun(run["id"], key, campaign, str(candidate), recorded, 0)
     raise ledger.RunError(
         f"no campaign named {run['campaign']!r} in {get_settings().campaigns_dir}: "

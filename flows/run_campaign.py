@@ -28,6 +28,7 @@ from prefect.utilities.annotations import quote
 from core.db import get_engine, ready_engine
 from core.settings import get_settings
 from delivery import claims, ledger, runs, send
+from flows.retries import worth_retrying as _worth_retrying
 
 _contexts: dict[tuple[int, str], send.SendContext] = {}
 
@@ -49,28 +50,6 @@ def _release(run: runs.PreparedRun) -> None:
     must not inherit this one's providers and settings.
     """
     _contexts.pop((run.run_id, run.key), None)
-
-
-# Faults that a retry 2 s later cannot fix: a campaign, segment, rule or provider setting written wrong
-# (SpecError, RuleError, SegmentError, SelectionError, ProviderConfigError and pydantic's errors are
-# ValueErrors; a missing template is a LookupError) and a run that cannot start as asked (RunError).
-CONFIG_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, ledger.RunError)
-
-
-def _worth_retrying(task, task_run, state) -> bool:
-    """Retry transient faults only (database busy or locked, provider or network timeouts).
-
-    Not a configuration error (the marketer must fix the file: retrying only delays the message),
-    nor a paused run (an open breaker or an alert is not fixed by retrying now). Anything else is
-    worth a retry: the ledger makes it safe.
-    """
-    try:
-        state.result()
-    except (send.RunPaused, *CONFIG_ERRORS):
-        return False
-    except Exception:  # noqa: BLE001 - any other failure may be transient
-        return True
-    return True
 
 
 @task(
@@ -172,6 +151,12 @@ def _ensure_rate_limits(run: runs.PreparedRun) -> None:
         get_run_logger().warning("could not create Prefect rate limits: %s", exc)
 
 
+def _is_journey(campaign_path: str) -> bool:
+    from core.spec_loader import load_campaign
+
+    return load_campaign(campaign_path).is_journey
+
+
 def _scheduled_now() -> datetime | None:
     """For a scheduled (deployment) run, the scheduled time: the run key names the occurrence."""
     from prefect.runtime import deployment, flow_run
@@ -200,6 +185,10 @@ def run_campaign(
     if now is None:
         scheduled = _scheduled_now()
         now = scheduled.isoformat() if scheduled else None
+    if _is_journey(campaign_path):  # a journey's occurrence enters its audience, then ticks it
+        from flows.advance_journeys import run_journey
+
+        return run_journey(campaign_path, ledger.run_datetime(now), run_key)
     run = record_audience(campaign_path, run_key, now, resend_unknown)
     _ensure_rate_limits(run)
     quoted = quote(run)

@@ -1,10 +1,7 @@
 """What the engine reads off a journey file: its graph, its channels, and each send step as a campaign.
 
-Why a send step becomes a ``Campaign``: selection (consent, suppression, caps,
-priority, windows, variants, channel strategy), the ledger, rendering and
-sending all take a campaign; a step's campaign carries the journey's name,
-policies and priority with the step's message, variants, offer and channels,
-so every rule of a campaign applies unchanged at each send.
+A send step becomes a ``Campaign`` (core.spec.Campaign.step_campaign) so that
+selection, the ledger, rendering and sending apply unchanged at each send.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.spec import Campaign, ControlGroup, kind_of
+from core.spec import Campaign, kind_of
 from core.spec_steps import next_of
 
 log = logging.getLogger(__name__)
@@ -66,22 +63,8 @@ def journey_channels(journey: Campaign) -> list[str]:
 
 
 def send_campaign(journey: Campaign, step: Any) -> Campaign:
-    """The campaign a send step is: journey name, policies and priority; the step's message and channels."""
-    send = step.send
-    return Campaign(
-        name=journey.name,
-        description=journey.description,
-        priority=journey.priority,
-        control_group=ControlGroup(percent=0),  # the journey's control group was held out at entry
-        message=send.message,
-        variants=send.variants,
-        offer={**journey.offer, **send.offer},
-        channels=send.channels or journey.channels,
-        sending_window=journey.sending_window,
-        frequency_caps=journey.frequency_caps,
-        conversion=journey.conversion,
-        model_versions=journey.model_versions,
-    )
+    """The campaign a send step is (core.spec.Campaign.step_campaign)."""
+    return journey.step_campaign(step.name)
 
 
 def entry_campaign(journey: Campaign) -> Campaign:

@@ -46,13 +46,14 @@ from audiences import assign
 from audiences.rule_context import CUSTOMER
 from audiences.selection import candidates
 from audiences.step_conditions import customer_timezones
-from core.models import EntryStatus, JourneyEntry, JourneyStepLog
+from core.models import EntryStatus, JourneyStepLog
 from core.settings import get_settings
 from core.spec import Campaign, kind_of
 from journeys import conditions, moments
 from journeys.definition import entry_campaign, first_step, following, journey_channels, kinds, steps_of
+from journeys.sends import act_send
 
-ENTRY = JourneyEntry.__table__
+ENTRY = conditions.ENTRY
 HISTORY = JourneyStepLog.__table__
 ACTIVE = str(EntryStatus.active)
 HISTORY_COLUMNS = ["entry_id", "move", "journey", "step", "kind", "outcome", "detail", "run_id", "at"]
@@ -77,6 +78,15 @@ def lock_journey(conn: Connection, journey: str) -> None:
     """Serialize ticks of one journey (PostgreSQL: a transaction advisory lock; SQLite: one writer)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:j))"), {"j": f"relance-journey:{journey}"})
+
+
+def changed(conn: Connection, statement: Any) -> int:
+    """Rows an UPDATE changed. Why not ``rowcount`` alone: Python 3.11's sqlite3 reports -1 for a
+    statement starting with ``WITH`` (the selection's CTEs come first), so SQLite asks ``changes()``."""
+    n = conn.execute(statement).rowcount
+    if n < 0 and conn.dialect.name == "sqlite":
+        n = conn.exec_driver_sql("SELECT changes()").scalar_one()
+    return n
 
 
 def _insert_ignoring(conn: Connection, table: Any) -> Any:
@@ -155,17 +165,17 @@ class Mover:
             values.update(status=status or str(EntryStatus.completed), due_at=None, exit_reason=reason)
         else:
             values.update(step=to, due_at=self.arrival_due(to))
-        moved = self.conn.execute(update(ENTRY).where(where).values(**values)).rowcount
-        label = outcome if isinstance(outcome, str) else "removed"
-        self.result.moves[(step if isinstance(step, str) else "(removed)", label)] += moved
+        moved = changed(self.conn, update(ENTRY).where(where).values(**values))
+        if moved:
+            where_label = step if isinstance(step, str) else "(journey)"
+            self.result.moves[(where_label, outcome if isinstance(outcome, str) else "step removed")] += moved
         return moved
 
     def defer(self, where: ColumnElement, until: ColumnElement, step: str) -> int:
         """A due send that may not go now: the same step, later (no history row: nothing was done)."""
-        n = self.conn.execute(
-            update(ENTRY).where(where).values(due_at=until, updated_at=self.moment())
-        ).rowcount
-        self.result.deferred[step] += n
+        n = changed(self.conn, update(ENTRY).where(where).values(due_at=until, updated_at=self.moment()))
+        if n:
+            self.result.deferred[step] += n
         return n
 
     def leave(self, where: ColumnElement, reason: str | ColumnElement, step: str | ColumnElement) -> int:
@@ -193,8 +203,6 @@ class Mover:
             return
         kind = kind_of(step)
         if kind == "send":
-            from journeys.sends import act_send
-
             act_send(self, step)
         elif kind == "wait":
             self.move(self.due(step.name), step.name, "wait", "waited", self.next_of(step.name))

@@ -263,17 +263,24 @@ def check_branch_tests(steps: list[Any]) -> list[Finding]:
 
 
 def check_reentry(campaign: Campaign) -> list[Finding]:
-    """A wait longer than the re-entry period: the customer could be in the journey twice."""
+    """A wait longer than the re-entry period: `every_days` does not hold for customers waiting there.
+
+    A warning, not an error: the engine never enters a customer who is still in the journey
+    (journeys.engine.already_in), so nobody is in it twice; they re-enter later than written.
+    """
     every = campaign.reentry.every_days if campaign.reentry is not None else None
     if every is None:
         return []
     out: list[Finding] = []
     for i, step in enumerate(campaign.steps or []):
         if kind_of(step) == "wait" and step.wait.longest() > timedelta(days=every):
-            text = (f"this wait can last {span(step.wait.longest())}, longer than `reentry: {{every_days: "
-                    f"{every}}}`: a customer still waiting here could enter the journey again and be in it "
-                    f"twice; wait less or let customers re-enter less often")  # fmt: skip
-            out.append((("steps", i, "wait"), text, "error"))
+            longest = step.wait.longest()
+            days = -(-longest // timedelta(days=1))
+            text = (f"this wait can last {span(longest)}, longer than `reentry: {{every_days: {every}}}`: a "
+                    f"customer still in the journey does not enter it again, so customers waiting here "
+                    f"re-enter less often than every {every} days; wait less or write "
+                    f"`every_days: {days}`")  # fmt: skip
+            out.append((("steps", i, "wait"), text, "warning"))
     return out
 
 

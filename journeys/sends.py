@@ -30,6 +30,7 @@ from audiences.selection import candidates, selection_from
 from core.settings import get_settings
 from delivery import ledger
 from journeys import moments
+from journeys.conditions import ENTRY
 from journeys.definition import send_campaign, step_channels
 
 NO_CHANNEL = "no consented, unsuppressed channel among {channels}"
@@ -43,8 +44,6 @@ def run_key(journey: str, step: str, now: Any) -> str:
 
 def act_send(mover: Any, step: Any) -> None:
     """Record the messages of the step's due entries and move, defer or skip each entry (one pass)."""
-    from journeys.engine import ENTRY
-
     conn, now, name = mover.conn, mover.now, step.name
     camp = send_campaign(mover.journey, step)
     due_ids = select(ENTRY.c.customer_id).where(mover.due(name))

@@ -31,6 +31,7 @@ from journeys.engine import ENTRY, Advanced, advance, enter
 
 log = logging.getLogger(__name__)
 UNFINISHED = ("running", "paused")
+OPEN = ("planned", "sending")  # not an outcome yet
 
 
 @dataclass
@@ -105,7 +106,9 @@ def send_pending(engine: Engine, journeys: list[JourneyFile], result: TickResult
         with contextlib.suppress(RunPaused):
             work(engine, ctx, timeout)
         after = ledger_counts(engine, run["id"])
-        result.sent.update({s: after[s] - before.get(s, 0) for s in after if after[s] != before.get(s, 0)})
+        result.sent.update(
+            {s: after[s] - before.get(s, 0) for s in after if s not in OPEN and after[s] > before.get(s, 0)}
+        )
         result.runs_sent += 1
         with engine.connect() as conn:
             if ledger.run_status(conn, run["id"]) == "paused":

@@ -35,7 +35,13 @@ def test_one_deployment_per_scheduled_campaign(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = _campaigns(tmp_path)
     out = tmp_path / "prefect.yaml"
-    assert write_prefect_yaml(out, root) == ["launch", "winback", "train-models", "refresh-reports"]
+    assert write_prefect_yaml(out, root) == [
+        "launch",
+        "winback",
+        "train-models",
+        "refresh-reports",
+        "advance-journeys",
+    ]
     content = yaml.safe_load(out.read_text())
     by_name = {d["name"]: d for d in content["deployments"]}
     assert by_name["winback"]["entrypoint"] == ENTRYPOINT == "flows/run_campaign.py:run_campaign"
@@ -52,6 +58,9 @@ def test_one_deployment_per_scheduled_campaign(tmp_path, monkeypatch):
     train = by_name["train-models"]
     assert train["entrypoint"] == "flows/train_models.py:train_models"
     assert train["schedules"] == [{"cron": "0 5 * * 1", "timezone": "Europe/Paris", "active": True}]
+    journeys = by_name["advance-journeys"]  # every minute by default (RELANCE_JOURNEYS_CRON)
+    assert journeys["entrypoint"] == "flows/advance_journeys.py:advance_journeys"
+    assert journeys["schedules"] == [{"cron": "* * * * *", "timezone": "Europe/Paris", "active": True}]
     assert check_prefect_yaml(out, root) == []
 
 
@@ -75,7 +84,7 @@ def test_serve_builds_the_same_deployments(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = _campaigns(tmp_path)
     deployments = {d.name: d for d in runner_deployments(root)}
-    assert set(deployments) == {"launch", "winback", "train-models", "refresh-reports"}
+    assert set(deployments) == {"launch", "winback", "train-models", "refresh-reports", "advance-journeys"}
     winback = deployments["winback"]
     assert winback.parameters == {"campaign_path": "campaigns/winback.yaml"}
     schedule = winback.schedules[0].schedule
@@ -101,7 +110,13 @@ def test_apply_registers_the_deployments_on_the_prefect_api(prefect_harness, tmp
 
     monkeypatch.chdir(tmp_path)
     root = _campaigns(tmp_path)
-    assert apply_deployments("relance-test", root) == ["launch", "winback", "train-models", "refresh-reports"]
+    assert apply_deployments("relance-test", root) == [
+        "launch",
+        "winback",
+        "train-models",
+        "refresh-reports",
+        "advance-journeys",
+    ]
 
     async def read():
         async with get_client() as client:

@@ -22,6 +22,7 @@ from core.spec import (
     SegmentRule,
     TargetRule,
     TopRule,
+    kind_of,
     nearest,
 )
 from core.spec_loader import (
@@ -139,16 +140,51 @@ def check_rules(
     return out
 
 
-def _message_paths(campaign: Campaign) -> list[tuple[str, Path_, int | None]]:
-    """(template folder, where it is written, variant index) for every message a campaign sends."""
-    out: list[tuple[str, Path_, int | None]] = []
+@dataclass(frozen=True)
+class Sent:
+    """One message a campaign (or a journey's send step) sends, and where the file says what."""
+
+    message: str
+    at: Path_  # where its `message:` is written
+    variant: Any  # core.spec.Variant, or None for the implicit one
+    offer: dict[str, Any]  # merged: campaign (journey) offer, step offer, variant offer
+    offer_at: Path_  # where to add a missing offer field
+    channels: tuple[str, ...]  # the channel order of its strategy
+    channels_at: Path_  # where that order is written (the journey's, or the step's own)
+    step: str | None = None  # the send step's name, for journeys
+
+
+def _message_paths(campaign: Campaign) -> list[Sent]:
+    """Every message a campaign sends, or every message of every send step of a journey."""
+    out: list[Sent] = []
+    order, order_at = tuple(campaign.channels.order), ("channels", "order")
     for i, variant in enumerate(campaign.variants):
+        offer = {**campaign.offer, **variant.offer}
+        offer_at = ("variants", i, "offer") if variant.offer else ("offer",)
         if variant.message is not None:
-            out.append((variant.message, ("variants", i, "message"), i))
+            at: Path_ = ("variants", i, "message")
+            out.append(Sent(variant.message, at, variant, offer, offer_at, order, order_at))
         elif campaign.message is not None:
-            out.append((campaign.message, ("message",), i))
+            out.append(Sent(campaign.message, ("message",), variant, offer, offer_at, order, order_at))
     if not campaign.variants and campaign.message is not None:
-        out.append((campaign.message, ("message",), None))
+        offer = dict(campaign.offer)
+        out.append(Sent(campaign.message, ("message",), None, offer, ("offer",), order, order_at))
+    for i, step in enumerate(campaign.steps or []):
+        if kind_of(step) != "send":
+            continue
+        send, base = step.send, ("steps", i, "send")
+        strategy = send.channels or campaign.channels
+        channels_at = (*base, "channels", "order") if send.channels else ("channels", "order")
+        step_offer_at = (*base, "offer") if send.offer else ("offer",)
+        for j, variant in enumerate(send.variants):
+            message = variant.message or send.message
+            at = (*base, "variants", j, "message") if variant.message else (*base, "message")
+            offer_at = (*base, "variants", j, "offer") if variant.offer else step_offer_at
+            out.append(Sent(message, at, variant, {**campaign.offer, **send.offer, **variant.offer}, offer_at,
+                            tuple(strategy.order), channels_at, step.name))  # fmt: skip
+        if not send.variants and send.message is not None:
+            out.append(Sent(send.message, (*base, "message"), None, {**campaign.offer, **send.offer},
+                            step_offer_at, tuple(strategy.order), channels_at, step.name))  # fmt: skip
     return out
 
 
@@ -161,21 +197,28 @@ def check_messages(located: Located[Campaign], ctx: CheckContext) -> list[Proble
     if ctx.renderer is None:
         ctx.renderer = Renderer(ctx.templates_dir, links=MemoryLinkRegistry())  # SMS segments as sent
     out: list[Problem] = []
-    checked: set[tuple[str, str]] = set()
-    for message, at, index in _message_paths(campaign):
+    checked: set[tuple[str, str, tuple[str, ...]]] = set()
+    for sent in _message_paths(campaign):
+        message = sent.message
         if not ctx.renderer.exists(message):
             close = nearest(message, ctx.template_names())
             hint = f"did you mean `{close}`?" if close else "create it (see templates/README.md)"
             folder = Path(ctx.templates_dir) / message / "content.yaml"
             text = f"`message: {message}` is not a template folder (no {folder}); {hint}"
-            out.append(located.problem(at, text))
+            out.append(located.problem(sent.at, text))
             continue
-        variant = campaign.variants[index] if index is not None else None
-        offer = {**campaign.offer, **(variant.offer if variant else {})}
-        key = (message, repr(sorted(offer.items())))
+        channels = sent.channels
+        if sent.step is not None:
+            from relance.cli.journey_checks import step_channel_problems
+
+            found = step_channel_problems(located, ctx.renderer, sent)
+            out.extend(found)
+            if found:  # said at the step; render the channels it has
+                channels = tuple(c for c in channels if c in ctx.renderer.channels_of(message))
+        key = (message, repr(sorted(sent.offer.items())), channels)
         if key not in checked:
             checked.add(key)
-            out.extend(_render_problems(located, ctx.renderer, message, at, offer, variant))
+            out.extend(_render_problems(located, ctx.renderer, sent, channels))
     return out
 
 
@@ -183,7 +226,7 @@ _UNDEFINED_OFFER = re.compile(r"`offer\.(\w+)`|offer\.(\w+)")
 
 
 def _render_problems(
-    located: Located[Campaign], renderer: Any, message: str, at: Path_, offer: dict[str, Any], variant: Any
+    located: Located[Campaign], renderer: Any, sent: Sent, channels: tuple[str, ...]
 ) -> list[Problem]:
     """Helper C's ``Renderer.check`` for one message, for its sample customers (fr, en, no first name).
 
@@ -194,6 +237,7 @@ def _render_problems(
     from relance.cli.messages import SAMPLE_CUSTOMERS, SAMPLE_RECOMMENDATIONS
 
     campaign = located.value
+    message, at, offer, variant = sent.message, sent.at, sent.offer, sent.variant
     samples = [
         RenderContext(
             customer=dict(c),
@@ -205,15 +249,12 @@ def _render_problems(
         for c in SAMPLE_CUSTOMERS
     ]
     out: list[Problem] = []
-    for p in renderer.check(message, list(campaign.channels.order), offer, samples):
+    for p in renderer.check(message, list(channels), offer, samples):
         missing = [
             n for m in _UNDEFINED_OFFER.finditer(p.message) for n in m.groups() if n and n not in offer
         ] if "undefined" in p.message else []  # fmt: skip
         if missing:
-            offer_at: Path_ = ("offer",)
-            if variant is not None and variant.offer:
-                offer_at = ("variants", campaign.variants.index(variant), "offer")
-            line, _ = located.at(offer_at, key=True)
+            line, _ = located.at(sent.offer_at, key=True)
             where = f"{located.file}:{line}" if line else located.file
             note = f" (add `{missing[0]}:` under `offer:` in {where})"
         else:
@@ -247,6 +288,11 @@ def check_campaign(located: Located[Campaign], ctx: CheckContext) -> list[Proble
         where = ("channels", "model") if strategy.model else ("channels", "strategy")
         out.append(located.problem(where, untrained(model, ctx.models_dir), "warning"))
     out.extend(check_messages(located, ctx))
+    if campaign.is_journey:
+        from relance.cli.journey_checks import check_journey
+
+        out.extend(_step_rules(located, ctx))
+        out.extend(check_journey(located, ctx))
     sched = campaign.schedule
     if sched is not None and sched.at is not None:
         from datetime import datetime
@@ -256,6 +302,23 @@ def check_campaign(located: Located[Campaign], ctx: CheckContext) -> list[Proble
         if at < datetime.now(ZoneInfo("UTC")):
             text = f"`at: {sched.at}` is in the past: it will never run"
             out.append(located.problem(("schedule", "at"), text, "warning"))
+    return out
+
+
+def _step_rules(located: Located[Campaign], ctx: CheckContext) -> list[Problem]:
+    """The audience rules of a journey's branches, and the models of send steps choosing the best channel."""
+    out: list[Problem] = []
+    for i, step in enumerate(located.value.steps or []):
+        kind = kind_of(step)
+        if kind == "branch" and step.branch.if_.audience is not None:
+            at: Path_ = ("steps", i, "branch", "if", "audience")
+            out += check_rules(located, step.branch.if_.audience, at, ctx)
+        own = step.send.channels if kind == "send" else None
+        if own is not None and own.strategy == "best":
+            model = "response" if own.model in (None, "channel") else own.model
+            if not ctx.model_known(model):
+                at = ("steps", i, "send", "channels", "strategy")
+                out.append(located.problem(at, untrained(model, ctx.models_dir), "warning"))
     return out
 
 

@@ -1,0 +1,41 @@
+"""Journeys through the real Prefect engine: a scheduled occurrence enters and sends, the tick flow follows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.journey_support import at, entries, history_counts, messages, write_journey
+from tests.test_ledger_support import seed_customers
+from tests.test_run_support import outbox_ledger_ids, seed_features, use_tmp_dirs
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect")
+def test_run_campaign_enters_a_journey_and_advance_journeys_ticks_it(
+    prefect_harness, sqlite_engine, tmp_path, monkeypatch
+):
+    from flows.advance_journeys import advance_journeys
+    from flows.run_campaign import run_campaign
+
+    use_tmp_dirs(monkeypatch, tmp_path, batch_size="4")
+    ids = seed_customers(sqlite_engine, 12, phone_every=1)
+    seed_features(sqlite_engine, ids)
+    jf = write_journey(tmp_path, control=0)
+    monday = at("2026-11-23 10:00")
+
+    summary = run_campaign(jf.path, now=monday.isoformat())
+    assert summary["entered"] == 12 and summary["moves"] == {"relance-panier": 12}  # sent (into the wait)
+    assert len(outbox_ledger_ids(tmp_path / "outbox")) == 12 == summary["sent"]["sent"]
+
+    nothing = advance_journeys(now=(monday + timedelta(days=1)).isoformat())
+    assert nothing["journeys"] == 1 and nothing["moves"] == {} and nothing["sent"] == {}
+
+    later = advance_journeys(now=(monday + timedelta(days=3)).isoformat())
+    assert later["moves"] == {"relance-panier": 12 * 4}  # waited, branch, SMS sent, exit
+    assert later["sent"] == {"sent": 12}
+    assert len(messages(sqlite_engine, "sms-reminder")) == 12
+    assert {e["exit_reason"] for e in entries(sqlite_engine).values()} == {"reminded"}
+    assert history_counts(sqlite_engine)[("opened", "else")] == 12
+    assert len(outbox_ledger_ids(tmp_path / "outbox")) == 24
