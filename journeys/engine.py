@@ -331,6 +331,34 @@ def enter(
         .from_select(columns, select(rows).where(true()))
         .on_conflict_do_nothing(index_elements=[ENTRY.c.journey, ENTRY.c.customer_id, ENTRY.c.entry_key])
     )
+    record_control(conn, journey, key)
     return conn.execute(
         select(func.count()).where(ENTRY.c.journey == journey.name, ENTRY.c.entry_key == key)
     ).scalar_one()
+
+
+def record_control(conn: Connection, journey: Campaign, key: str) -> int:
+    """The occurrence's control entries as ``held_out`` ledger rows of a run ``<key>:control``.
+
+    Why in the ledger as well: a campaign's control group lives there (held_out rows), and what
+    reads it (priority between campaigns the same day, the window purchases that attribution
+    stores for held-out customers, the learning labels, the demo's simulated world) then treats a
+    journey's control group as a campaign's, with no second path.
+    """
+    from delivery import ledger
+
+    control = select(
+        ENTRY.c.customer_id,
+        literal(journey_channels(journey)[0]).label("channel"),
+        literal("control").label("variant"),
+        literal(None, ledger.LEDGER.c.message.type).label("message"),
+        literal(True).label("in_control"),
+        ENTRY.c.id.label("entry_id"),
+        literal(None, ledger.LEDGER.c.step.type).label("step"),
+    ).where(ENTRY.c.journey == journey.name, ENTRY.c.entry_key == key, ENTRY.c.status == "control")
+    if conn.execute(control.limit(1)).first() is None:
+        return 0
+    run_id = ledger.start_run(conn, journey.name, f"{key}:control")
+    recorded = ledger.record_selection(conn, run_id, journey.name, control, get_settings().batch_size)
+    ledger.set_run_status(conn, run_id, "completed")
+    return recorded

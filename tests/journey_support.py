@@ -77,7 +77,7 @@ def entries(engine, journey: str = "relance-panier") -> dict[int, dict]:
 
 def messages(engine, step: str | None = None) -> list[dict]:
     with engine.connect() as conn:
-        q = select(LEDGER).where(LEDGER.c.entry_id.is_not(None))
+        q = select(LEDGER).where(LEDGER.c.step.is_not(None))  # control rows (held_out) have no step
         if step:
             q = q.where(LEDGER.c.step == step)
         return [dict(r) for r in conn.execute(q.order_by(LEDGER.c.id)).mappings()]

@@ -156,6 +156,14 @@ def test_consent_withdrawn_exits_and_control_group_gets_nothing(engine, settings
     sent_to = {m["customer_id"] for m in messages(engine)}
     assert not sent_to & control and sent_to == set(treated)
     assert {e["status"] for c, e in state.items() if c in control} == {"control"}
+    from sqlalchemy import select
+
+    with engine.connect() as conn:  # held out in the ledger as a campaign's control group is
+        held = conn.execute(
+            select(LEDGER.c.customer_id, LEDGER.c.entry_id).where(LEDGER.c.status == "held_out")
+        )
+        held = {cid: eid for cid, eid in held}
+    assert set(held) == control and all(held[c] == state[c]["id"] for c in control)
 
 
 def test_reentry_once_and_every_n_days(engine, settings, tmp_path, monkeypatch):
