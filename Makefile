@@ -30,4 +30,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf outbox reports previews relance.db relance.db-wal relance.db-shm
+	rm -rf outbox reports previews demo-data relance.db relance.db-wal relance.db-shm

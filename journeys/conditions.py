@@ -103,7 +103,14 @@ def exit_tests(
             ORDERS.c.ordered_at >= entry.c.entered_at,
             ORDERS.c.ordered_at <= literal(now, ORDERS.c.ordered_at.type),
         )
-        out.append(("converted", exists(bought)))
+        # purchases posted to the conversions API reach no `orders` row: attribution's events carry them
+        api = select(EVENTS.c.id).where(
+            EVENTS.c.customer_id == entry.c.customer_id,
+            EVENTS.c.type.in_(("converted", "purchased")),
+            EVENTS.c.occurred_at >= entry.c.entered_at,
+            EVENTS.c.occurred_at <= literal(now, EVENTS.c.occurred_at.type),
+        )
+        out.append(("converted", or_(exists(bought), exists(api))))
     if rules.consent_withdrawn:
         reachable = or_(
             *[and_(CUSTOMER.c[f"consent_{ch}"] == 1, CUSTOMER.c[f"suppressed_{ch}"] == 0) for ch in channels]

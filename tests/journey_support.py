@@ -52,6 +52,27 @@ steps:
 """
 
 
+SMS_FIRST = """\
+name: {name}
+control_group:
+  percent: {control}
+offer:
+  code: MERCI10
+{extra}
+steps:
+  - name: reminder
+    send:
+      message: t/hello
+      channels: {{strategy: first_available, order: [sms]}}
+  - name: a-day
+    wait: {{days: 1}}
+  - name: follow-up
+    send:
+      message: t/hello
+      channels: {{strategy: first_available, order: [email]}}
+"""
+
+
 def at(text: str) -> datetime:
     """A Paris wall-clock time, e.g. at('2026-11-23 10:00') (a Monday)."""
     return datetime.fromisoformat(text).replace(tzinfo=PARIS)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from journeys.tick import run_journey, tick
-from tests.journey_support import LEDGER, at, entries, history_counts, messages, write_journey
+from tests.journey_support import LEDGER, SMS_FIRST, at, entries, history_counts, messages, write_journey
 from tests.test_ledger_support import seed_customers
 from tests.test_run_support import seed_features, use_tmp_dirs
 
@@ -67,27 +67,6 @@ def test_three_step_journey_sends_waits_branches_and_exits(engine, settings, tmp
 
     again = tick(engine, [jf], monday + timedelta(days=3, minutes=2))  # nothing twice
     assert again.moves == 0 and len(messages(engine)) == 35
-
-
-SMS_FIRST = """\
-name: {name}
-control_group:
-  percent: {control}
-offer:
-  code: MERCI10
-{extra}
-steps:
-  - name: reminder
-    send:
-      message: t/hello
-      channels: {{strategy: first_available, order: [sms]}}
-  - name: a-day
-    wait: {{days: 1}}
-  - name: follow-up
-    send:
-      message: t/hello
-      channels: {{strategy: first_available, order: [email]}}
-"""
 
 
 def test_sms_rule_delays_a_saturday_night_send_to_monday_morning(engine, settings, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Journeys through the real Prefect engine: a scheduled occurrence enters and sends, the tick flow follows."""
+"""Journeys through the real Prefect engine: a scheduled occurrence enters and sends, then ticks follow."""
 
 from __future__ import annotations
 

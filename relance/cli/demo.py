@@ -111,22 +111,29 @@ def demo(
             fail("the sample campaigns do not validate")
 
     now = last_sms_slot(datetime.now(PARIS))
+    from core.spec_loader import load_campaign
     from delivery.ledger import get_run
     from flows.run_campaign import run_campaign
     from relance.cli.campaigns import plan_cmd
+    from relance.cli.demo_journey import run_demo_journey
     from relance.cli.prefect_server import prefect_api
 
+    journeys = [p for p in paths if load_campaign(p).is_journey]
     runs: list[tuple[str, int]] = []
-    with prefect_api():  # one local Prefect API for the three runs, gone with the command even on kill -9
-        for path in paths:
+    with prefect_api():  # one local Prefect API for the whole demo, gone with the command even on kill -9
+        for path in (p for p in paths if p not in journeys):
             _step(f"3. Plan and run {path.name} (as of {now:%a %d %b %Y %H:%M}, Paris)")
             plan_cmd(campaign_file=path, now=now.isoformat(), explain_id=None, output=None, as_json=False)
             summary = run_campaign(str(path), now=now.isoformat())
             with engine.connect() as conn:
                 run = get_run(conn, summary["key"])
             runs.append((summary["campaign"], run["id"]))
+        journey_names = []
+        for path in journeys:
+            _step(f"4. Journey {path.stem}: 10 simulated days (a demo clock)")
+            journey_names.append(run_demo_journey(engine, path, now, seed))
 
-    _step("4. Simulated responses through the tracking endpoints")
+    _step("5. Simulated responses to the campaigns through the tracking endpoints")
     from tracking.attribution import attribute
     from tracking.simulate import Rates, simulate_responses
 
@@ -137,10 +144,10 @@ def demo(
     with engine.begin() as conn:
         attribute(conn)
 
-    _step("5. Reports")
+    _step("6. Reports")
     from relance.cli.reports import report
 
-    for campaign, _ in runs:
+    for campaign in [c for c, _ in runs] + journey_names:
         try:
             report(campaign=campaign, run=None, since=None, all_=False, out=None)
         except typer.Exit as exc:

@@ -15,7 +15,7 @@ ALERT_EXIT = 3
 
 @app.command("report")
 def report(
-    campaign: str = typer.Argument(None, help="Campaign name (the `name:` in its YAML)"),
+    campaign: str = typer.Argument(None, help="Campaign or journey name (the `name:` in its YAML)"),
     run: str = typer.Option(None, "--run", help="One run, by key or id"),
     since: datetime = typer.Option(
         None, "--since", help="Only runs since this date (YYYY-MM-DD); with --all, the programme period"
@@ -46,6 +46,8 @@ def report(
             return
         if not campaign:
             raise typer.BadParameter("name a campaign, or use --all for the portfolio")
+        if _report_journey(conn, campaign, run, since, Path(out)):
+            return
         try:
             result = build_report(conn, campaign, run, since)
         except LookupError as exc:
@@ -58,3 +60,34 @@ def report(
     console().print(f"HTML report: [bold]{html}[/bold]\nCSV figures: [bold]{csv_path}[/bold]")
     if result.alerts:
         raise typer.Exit(ALERT_EXIT)
+
+
+def _report_journey(conn, name: str, run: str | None, since: datetime | None, out: Path) -> bool:
+    """The journey report when ``name`` is a journey (its file has `steps:`, or it has entries).
+
+    Steps in the file's order and its conversion window come from the file when it is found.
+    """
+    from core.settings import get_settings
+    from core.spec_steps import kind_of
+    from reporting.journey_render import print_journey_report, write_csv, write_html
+    from reporting.journey_report import build_journey_report, has_entries, journey_spec
+
+    spec = journey_spec(name, get_settings().campaigns_dir)
+    if spec is None and not has_entries(conn, name):
+        return False
+    if run is not None or since is not None:
+        console().print(
+            f"[red]error:[/red] `{name}` is a journey: its report covers every entry; "
+            "drop --run and --since (they apply to campaigns)"
+        )
+        raise typer.Exit(1)
+    steps = [(s.name, kind_of(s)) for s in spec.steps or []] if spec is not None else None
+    window = spec.conversion.window_days if spec is not None else None
+    result = build_journey_report(conn, name, window, steps=steps)
+    print_journey_report(result, console())
+    html = write_html(result, out / f"{name}.html")
+    csv_path = write_csv(result, out / f"{name}.csv")
+    console().print(f"HTML report: [bold]{html}[/bold]\nCSV figures: [bold]{csv_path}[/bold]")
+    if result.alerts:
+        raise typer.Exit(ALERT_EXIT)
+    return True
