@@ -84,6 +84,11 @@ def run_cmd(
         fail(f"{campaign_file}: no such campaign file; write its path, e.g. campaigns/winback.yaml")
     refuse_broken_campaign(campaign_file)  # before any Prefect start: a config error is not retried
     engine = ensure_db()
+    from core.spec_loader import load_campaign
+
+    if load_campaign(campaign_file).is_journey:
+        _run_journey(engine, campaign_file, run_key, now, no_prefect)
+        return
     try:
         if no_prefect:
             summary = runs.run_direct(
@@ -110,6 +115,42 @@ def run_cmd(
         )
     if summary["status"] == "paused":
         raise _typer.Exit(3)
+
+
+def _run_journey(engine, path: _Path, entry_key: str | None, now: str | None, no_prefect: bool) -> None:  # noqa: ANN001
+    """A journey's occurrence: enter the customers its audience selects now, then tick it once."""
+    from delivery import ledger
+
+    moment = ledger.run_datetime(now)
+    if no_prefect:
+        from core.spec_loader import load_campaign
+        from journeys.definition import JourneyFile
+        from journeys.tick import run_journey
+
+        result = run_journey(engine, JourneyFile(str(path), load_campaign(path)), moment, entry_key)
+        name = next(iter(result.entered))
+        summary = {
+            "journey": name,
+            "entered": result.entered[name],
+            "moves": {name: result.moves},
+            "sent": dict(result.sent),
+        }
+    else:
+        from flows.run_campaign import run_campaign
+        from relance.cli.prefect_server import prefect_api
+
+        with prefect_api():
+            summary = run_campaign(str(path), run_key=entry_key, now=moment.isoformat())
+    name = summary["journey"]
+    sent = ", ".join(f"{n:,} {s}" for s, n in sorted(summary["sent"].items())) or "nothing"
+    console().print(
+        f"journey {name}: {summary['entered']:,} customer(s) entered (control group included); "
+        f"{summary['moves'].get(name, 0):,} step(s) done now; messages: {sent}"
+    )
+    console().print(
+        f"the following steps run as they fall due: `relance journeys status {name}` shows where "
+        "customers are; the `advance-journeys` deployment (`relance serve`) moves them on"
+    )
 
 
 @_app.command("work")
