@@ -12,6 +12,8 @@ from prefect.artifacts import create_table_artifact
 from core.db import ready_engine
 from core.settings import get_settings
 from flows.artifacts import publish_run_artifacts
+from reporting import journey_render
+from reporting.journey_report import report_for
 from reporting.portfolio import portfolio
 from reporting.report import build_report, campaigns_with_runs, select_runs
 from reporting.report_render import write_csv, write_html
@@ -44,6 +46,11 @@ def refresh_reports() -> dict[str, Any]:
     written = {}
     with engine.connect() as conn:
         for name in campaigns_with_runs(conn):
+            journey = report_for(conn, name, get_settings().campaigns_dir)
+            if journey is not None:  # a journey: per step and against its control group
+                written[name] = str(journey_render.write_html(journey, out / f"{name}.html"))
+                journey_render.write_csv(journey, out / f"{name}.csv")
+                continue
             report = build_report(conn, name)
             written[name] = str(write_html(report, out / f"{name}.html"))
             write_csv(report, out / f"{name}.csv")

@@ -182,6 +182,18 @@ def journey_spec(name: str, folder: Path):
     return None
 
 
+def report_for(conn: Connection, name: str, folder: Path) -> JourneyReport | None:
+    """The journey report of ``name`` with the steps and window of its file (None: not a journey)."""
+    from core.spec_steps import kind_of
+
+    spec = journey_spec(name, folder)
+    if spec is None and not has_entries(conn, name):
+        return None
+    steps = [(s.name, kind_of(s)) for s in spec.steps or []] if spec is not None else None
+    window = spec.conversion.window_days if spec is not None else None
+    return build_journey_report(conn, name, window, steps=steps)
+
+
 def has_entries(conn: Connection, journey: str) -> bool:
     return conn.execute(select(JE.c.id).where(JE.c.journey == journey).limit(1)).first() is not None
 

@@ -39,3 +39,11 @@ def test_run_campaign_enters_a_journey_and_advance_journeys_ticks_it(
     assert {e["exit_reason"] for e in entries(sqlite_engine).values()} == {"reminded"}
     assert history_counts(sqlite_engine)[("opened", "else")] == 12
     assert len(outbox_ledger_ids(tmp_path / "outbox")) == 24
+
+    from pathlib import Path
+
+    from flows.report import refresh_reports
+
+    refreshed = refresh_reports()  # the daily upkeep writes the journey's own report
+    page = Path(refreshed["reports"]["relance-panier"]).read_text(encoding="utf-8")
+    assert "sms-reminder" in page and "three-days" in page
