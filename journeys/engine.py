@@ -75,9 +75,18 @@ class Advanced:
 
 
 def lock_journey(conn: Connection, journey: str) -> None:
-    """Serialize ticks of one journey (PostgreSQL: a transaction advisory lock; SQLite: one writer)."""
+    """Serialize ticks of one journey, and make sure what follows is ONE transaction.
+
+    PostgreSQL: a transaction advisory lock per journey. SQLite: ``BEGIN IMMEDIATE`` (the write
+    lock up front) unless a transaction is already open. Why: Python's sqlite3 opens a transaction
+    only before a statement starting with INSERT, UPDATE or DELETE; the selection's statements
+    start with ``WITH``, and run first they would commit on their own (an entry's moves and its
+    ledger rows must commit together; the plan must be able to roll everything back).
+    """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:j))"), {"j": f"relance-journey:{journey}"})
+    elif conn.dialect.name == "sqlite" and not conn.connection.driver_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def changed(conn: Connection, statement: Any) -> int:

@@ -1,8 +1,7 @@
 """Where the customers of a journey are now: per step, due soon, and how they left.
 
-Read from ``journey_entry`` alone with two grouped queries (one over the active
-entries by step, one over the others by status and reason), so the status of a
-journey with a million entries costs two index scans, not a pass per step.
+Read from ``journey_entry`` alone with two grouped queries (entries by step and
+status, then the ones that left by reason), not a query per step or per journey.
 """
 
 from __future__ import annotations
@@ -53,23 +52,31 @@ def _count_if(cond) -> object:  # noqa: ANN001
 
 
 def journey_status(conn: Connection, journey: str | None, now: datetime) -> list[JourneyStatus]:
-    """The status of ``journey`` (or of every journey with entries), sorted by name."""
+    """The status of ``journey`` (or of every journey with entries), sorted by name.
+
+    The first query groups by (journey, step, status) with no filter on status, so that
+    both databases read it from the covering index ix_journey_entry_step_due in order
+    (SQLite, 1M entries: 0.3 s, where `WHERE status = 'active'` took the status index
+    and a table look-up per row, 2.0 s); the reasons of the entries that left need the
+    rows themselves (exit_reason is in no index).
+    """
     c = ENTRY.c
     where = [c.journey == journey] if journey is not None else []
-    active = (
+    by_step = (
         select(
             c.journey,
             c.step,
+            c.status,
             func.count().label("n"),
             _count_if(c.due_at <= now + timedelta(hours=1)).label("hour"),
             _count_if(c.due_at <= now + timedelta(days=1)).label("day"),
         )
-        .where(c.status == EntryStatus.active, *where)
-        .group_by(c.journey, c.step)
+        .where(*where)
+        .group_by(c.journey, c.step, c.status)
     )
     left = (
         select(c.journey, c.status, c.exit_reason, func.count().label("n"))
-        .where(c.status != EntryStatus.active, *where)
+        .where(c.status.in_([EntryStatus.completed, EntryStatus.exited]), *where)
         .group_by(c.journey, c.status, c.exit_reason)
     )
     out: dict[str, JourneyStatus] = {}
@@ -77,14 +84,13 @@ def journey_status(conn: Connection, journey: str | None, now: datetime) -> list
     def of(name: str) -> JourneyStatus:
         return out.setdefault(name, JourneyStatus(name))
 
-    for name, step, n, hour, day in conn.execute(active):
-        of(name).steps.append(StepCount(step, int(n), int(hour), int(day)))
+    for name, step, status, n, hour, day in conn.execute(by_step):
+        if status == EntryStatus.active:
+            of(name).steps.append(StepCount(step, int(n), int(hour), int(day)))
+        elif status == EntryStatus.control:
+            of(name).control += int(n)
     for name, status, reason, n in conn.execute(left):
-        status_of = of(name)
-        if status == EntryStatus.control:
-            status_of.control += int(n)
-            continue
-        bucket = status_of.completed if status == EntryStatus.completed else status_of.exited
+        bucket = of(name).completed if status == EntryStatus.completed else of(name).exited
         key = reason or ("completed" if status == EntryStatus.completed else "unknown")
         bucket[key] = bucket.get(key, 0) + int(n)
     for status_of in out.values():

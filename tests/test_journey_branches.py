@@ -50,7 +50,8 @@ CASES = {
 
 def _journey(tmp_path, response: str, within: str = ""):
     body = BRANCH.replace("RESPONSE", response).replace(" WITHIN", within)
-    return write_journey(tmp_path, body, name="responses")
+    # purchases would end the journey before the branch (exit_when's default): off, to test the branch
+    return write_journey(tmp_path, body, name="responses", extra="exit_when:\n  converted: false\n")
 
 
 def _respond(engine, sent, status: str, event: str, ids: list[int], at_time) -> None:

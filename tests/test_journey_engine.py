@@ -255,3 +255,19 @@ def test_a_capped_send_is_retried_hourly_then_skipped_after_max_delay(
     assert {e["status"] for e in state.values()} == {"completed"} and len(state) == len(ids)
     assert history_counts(engine)[("follow-up", "skipped")] == 4
     assert len(messages(engine, "follow-up")) == 0
+
+
+def test_enter_and_advance_roll_back_as_one_transaction(engine, settings, tmp_path, monkeypatch):
+    """SQLite's driver opens no transaction before a statement starting with WITH: the engine does."""
+    from journeys.engine import advance, enter
+
+    use_tmp_dirs(monkeypatch, tmp_path)
+    _base(engine, 5)
+    jf = write_journey(tmp_path)
+    now = at("2026-11-23 10:00")
+    with engine.connect() as conn:
+        trans = conn.begin()
+        assert enter(conn, jf.campaign, now) == 5
+        assert advance(conn, jf.campaign, now).moves[("offer-email", "sent")] == 5
+        trans.rollback()
+    assert entries(engine) == {} and messages(engine) == []

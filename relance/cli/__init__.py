@@ -7,6 +7,7 @@ from relance.cli import (  # noqa: F401  (importing registers the commands)
     data,
     db,
     demo,
+    journeys,
     learning,
     messages,
     reports,

@@ -161,6 +161,11 @@ def plan_cmd(
             fail(f"--now {now!r}: write an ISO date-time, e.g. 2026-11-24T10:00:00+01:00")
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
     engine = ensure_db()
+    if campaign.is_journey:  # issue 17: entry funnel, the tick now (rolled back), the projection
+        from relance.cli.journeys import plan_journey_cmd
+
+        plan_journey_cmd(engine, campaign, at, as_json=as_json, refused=explain_id or output)
+        return
     try:
         with engine.connect() as conn:
             if explain_id:

@@ -83,6 +83,27 @@ def sample_contexts(campaign: Any, customers: list[dict[str, Any]]) -> list[tupl
     return out
 
 
+def preview_items(campaign: Any, customers: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """(step or None, variant, message, RenderContext, channels or None) to render.
+
+    A campaign renders every channel of its message (channels None); a journey
+    renders each `send` step as the campaign it sends (journeys.definition:
+    journey offer + step offer, then the variant's) on its strategy's channels.
+    """
+    if not campaign.is_journey:
+        return [(None, *item, None) for item in sample_contexts(campaign, customers)]
+    from core.spec import kind_of
+    from journeys.definition import send_campaign, step_channels
+
+    out: list[tuple[Any, ...]] = []
+    for step in campaign.steps:
+        if kind_of(step) == "send":
+            channels = step_channels(campaign, step)
+            items = sample_contexts(send_campaign(campaign, step), customers)
+            out += [(step.name, *item, channels) for item in items]
+    return out
+
+
 def _highlight_sms(text: str, bad: list[str]):
     from rich.text import Text
 
@@ -94,7 +115,7 @@ def _highlight_sms(text: str, bad: list[str]):
 
 @app.command("preview")
 def preview(
-    file: Path = typer.Argument(..., help="A campaign YAML file, e.g. campaigns/winback.yaml"),
+    file: Path = typer.Argument(..., help="A campaign or journey YAML file, e.g. campaigns/winback.yaml"),
     customer: str | None = typer.Option(None, "--customer", help="External id of a customer in the database"),
     sample: int = typer.Option(3, "--sample", help="Number of random customers from the database"),
     channel: str | None = typer.Option(None, "--channel", help="Only this channel: email, sms or push"),
@@ -127,22 +148,40 @@ def preview(
     out_dir = html or Path("previews") / campaign.name
     index: list[tuple[str, str]] = []
     failed = False
-    for number, (variant, message, ctx) in enumerate(sample_contexts(campaign, customers), start=1):
+    reported: set[tuple[str, str]] = set()  # (step, message) whose missing channels were said
+    for number, (step, variant, message, ctx, wanted) in enumerate(preview_items(campaign, customers), 1):
         try:
             channels = [c for c in renderer.channels_of(message) if channel is None or c == channel]
+            if wanted is not None:  # a journey's send step: the channels of its strategy
+                missing = [c for c in wanted if c not in channels and (channel is None or c == channel)]
+                if missing and (step, message) not in reported:
+                    reported.add((step, message))
+                    console().print(
+                        f"[red]step {step}: {message} has no {'/'.join(missing)} content: add it to "
+                        f"templates/{message}/ or drop it from the step's channels[/red]"
+                    )
+                    failed = True
+                channels = [c for c in wanted if c in channels]
             rendered = renderer.render_all(message, channels, ctx)
         except RenderError as exc:
             console().print(f"[red]{exc}[/red]")
             failed = True
             continue
         who = ctx.customer.get("first_name") or "(no first name)"
-        console().rule(f"{message} · variant {variant} · {who} · {ctx.customer.get('locale')}")
+        heading = f"{message} · variant {variant} · {who} · {ctx.customer.get('locale')}"
+        if step is None:
+            console().rule(heading)
+        else:  # a plain line below the rule: a long heading is wrapped, never cut
+            console().rule()
+            console().print(f"[bold]step {step}[/bold] · {heading}", highlight=False)
         if "email" in rendered:
             email = rendered["email"]
             out_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{number:02d}-{variant}-{ctx.customer.get('external_id', number)}.html"
+            prefix = f"{variant}" if step is None else f"{step}-{variant}"
+            name = f"{number:02d}-{prefix}-{ctx.customer.get('external_id', number)}.html"
             (out_dir / name).write_text(email.html, encoding="utf-8")
-            index.append((name, f"{email.subject} — {who} ({ctx.customer.get('locale')}, {variant})"))
+            where = variant if step is None else f"step {step}, {variant}"
+            index.append((name, f"{email.subject} — {who} ({ctx.customer.get('locale')}, {where})"))
             table = Table(show_header=False, box=None)
             table.add_column(no_wrap=True)
             table.add_column(overflow="fold")  # a link or address is folded, never cut: it must be checkable
