@@ -57,3 +57,25 @@ def test_relance_work_joins_a_journey_send_run(sqlite_engine, settings, tmp_path
     sent = outbox_ledger_ids(tmp_path / "outbox")
     assert sorted(c for _, c in sent) == sorted(ids)
     assert {m["status"] for m in messages(sqlite_engine)} == {"sent"}
+
+
+def test_relance_journeys_tick_moves_what_is_due(sqlite_engine, settings, tmp_path, monkeypatch):
+    use_tmp_dirs(monkeypatch, tmp_path)
+    ids = seed_customers(sqlite_engine, 5, phone_every=1)
+    seed_features(sqlite_engine, ids)
+    jf = write_journey(tmp_path)
+    env = env_for(tmp_path, str(sqlite_engine.url))
+
+    def relance(*args: str) -> str:
+        done = subprocess.run([RELANCE, *args], env=env, capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    relance("run", jf.path, "--no-prefect", "--now", "2026-11-23T10:00:00+01:00")
+    assert "nothing due in 1 journey(s)" in relance(
+        "journeys", "tick", "--no-prefect", "--now", "2026-11-24T10:00"
+    )
+    out = relance("journeys", "tick", "--no-prefect", "--now", "2026-11-26T10:00:00+01:00")
+    assert "relance-panier: 20 step(s) done" in out and "messages: 5 sent" in out  # wait, branch, SMS, exit
+    assert {e["exit_reason"] for e in entries(sqlite_engine).values()} == {"reminded"}

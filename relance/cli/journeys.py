@@ -1,4 +1,4 @@
-"""`relance journeys status`: where the customers of each journey are, what is due, how they left.
+"""`relance journeys status` and `tick`: where each journey's customers are; one tick of every journey.
 
 Imports are inside the commands so that `relance --help` stays fast.
 """
@@ -121,6 +121,44 @@ def status_cmd(
     console().print(f"journeys at {at.isoformat(timespec='minutes')}")
     for status in found:
         _print_status(status, specs.get(status.journey))
+
+
+@journeys_app.command("tick")
+def tick_cmd(
+    now: str = typer.Option(None, "--now", help="Tick as if at this ISO date-time (a demo or test clock)"),
+    no_prefect: bool = typer.Option(
+        False, "--no-prefect", help="Tick in this process without the Prefect engine (same statements)"
+    ),
+) -> None:
+    """Move every journey's due customers on and send their messages: what `advance-journeys` runs."""
+    from core.settings import get_settings
+    from relance.cli.common import ensure_db
+
+    at = parse_now(now)
+    engine = ensure_db()
+    if no_prefect:
+        from journeys.definition import load_journeys
+        from journeys.tick import tick
+
+        loaded = load_journeys(get_settings().campaigns_dir)
+        result = tick(engine, loaded, at)
+        moves = {name: a.total for name, a in result.advanced.items() if a.total}
+        sent, journeys = dict(result.sent), len(loaded)
+    else:
+        from flows.advance_journeys import advance_journeys
+        from relance.cli.prefect_server import prefect_api
+
+        with prefect_api():
+            done = advance_journeys(now=at.isoformat())
+        moves = {name: n for name, n in done["moves"].items() if n}
+        sent, journeys = done["sent"], done["journeys"]
+    if not moves and not sent:
+        console().print(f"{at.isoformat(timespec='minutes')}: nothing due in {journeys} journey(s)")
+        return
+    for name, n in sorted(moves.items()):
+        console().print(f"{name}: {n:,} step(s) done")
+    messages = ", ".join(f"{n:,} {status}" for status, n in sorted(sent.items())) or "none"
+    console().print(f"messages: {messages}")
 
 
 def journey_status_empty(name: str) -> Any:
