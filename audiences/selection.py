@@ -59,6 +59,7 @@ from audiences.rule_context import CUSTOMER, LEDGER, RuleContext, from_clause
 from audiences.rules import compile_rule
 from audiences.step_conditions import (
     campaign_priorities,
+    caps_counts,
     caps_subquery,
     customer_timezones,
     day_start,
@@ -153,18 +154,17 @@ def candidates(
     cols: list[ColumnElement] = [customer, members.c.timezone, members.c.preferred_channel]
     frm: Any = members  # members carry the customer columns: no second join to customer
     zones = customer_timezones(bind) if window else []
-    capsq = None
-    if caps:
+    sent: list[ColumnElement] = []  # messages within each cap's period, per member
+    if caps and among is not None and dialect_name(bind) == "sqlite":  # a few members: look-ups
+        sent = caps_counts(caps, now, members)
+    elif caps:
         capsq, on = caps_subquery(caps, now, members, dialect_name(bind))
         frm = frm.outerjoin(capsq, on)
+        sent = [func.coalesce(capsq.c[f"n{i}"], 0) for i in range(len(caps))]
     for ch in channels:
         cols.append(members.c[f"consent_{ch}"])
         cols.append(members.c[f"suppressed_{ch}"])
-        hit = [
-            func.coalesce(capsq.c[f"n{i}"], 0) >= cap.max_messages
-            for i, cap in enumerate(caps)
-            if capsq is not None and cap.channel in (None, ch)
-        ]
+        hit = [sent[i] >= cap.max_messages for i, cap in enumerate(caps) if cap.channel in (None, ch)]
         cols.append(one_if(or_(*hit)).label(f"capped_{ch}") if hit else literal(0).label(f"capped_{ch}"))
         is_open = open_condition(policy, ch, now, zones, members.c.timezone) if window else true()
         cols.append(one_if(is_open).label(f"open_{ch}"))

@@ -93,6 +93,26 @@ def caps_subquery(
     return grouped, grouped.c.customer_id == members.c.customer_id
 
 
+def caps_counts(caps: list[FrequencyCap], now: datetime, members: CTE) -> list[ColumnElement]:
+    """Messages sent per member within each cap's period, as scalar sub-queries correlated to ``members``.
+
+    For a few members (a journey step's due entries) on SQLite: the grouped ``recent`` of
+    :func:`caps_subquery` got no automatic index there, so each member scanned every grouped row
+    (25,000 x ~10,000: 17 of a tick's 24 s, notes/17-bench.md); one look-up per member in
+    ix_ledger_customer_sent_status instead.
+    """
+    since = now - timedelta(days=max(c.days for c in caps))
+    window = (LEDGER.c.sent_at >= since, LEDGER.c.sent_at <= now, LEDGER.c.status.in_(CONTACT_STATUSES))
+    out = []
+    for cap in caps:
+        conds = [LEDGER.c.customer_id == members.c.customer_id, *window]
+        conds.append(LEDGER.c.sent_at >= now - timedelta(days=cap.days))
+        if cap.channel:
+            conds.append(LEDGER.c.channel == cap.channel)
+        out.append(select(func.count()).where(*conds).scalar_subquery())
+    return out
+
+
 def dialect_name(bind: Engine | Connection | None) -> str:
     from core.db import get_engine
 
