@@ -16,7 +16,7 @@ from core.db import get_engine
 
 
 def import_file(kind: str, path: Path | str, engine: Engine | None = None, **options) -> ImportReport:
-    """Import ``path`` as ``kind`` (customers, orders, suppressions, devices)."""
+    """Import ``path`` as ``kind`` (customers, orders, suppressions, devices, events)."""
     return run_import(kind, path, engine or get_engine(), **options)
 
 
@@ -36,11 +36,16 @@ def import_devices(path: Path | str, engine: Engine | None = None, **options) ->
     return import_file("devices", path, engine, **options)
 
 
+def import_events(path: Path | str, engine: Engine | None = None, **options) -> ImportReport:
+    return import_file("events", path, engine, **options)
+
+
 __all__ = [
     "FileRefused",
     "ImportReport",
     "import_customers",
     "import_devices",
+    "import_events",
     "import_file",
     "import_orders",
     "import_suppressions",

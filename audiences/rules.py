@@ -14,7 +14,8 @@ LEFT JOINs on ``customer_id`` (see :func:`from_clause`).
 Where the pieces live (issue 23: imports point one way, no circle): the tables,
 names, RuleError and RuleContext in audiences.rule_context; comparisons and
 whole-day arithmetic in audiences.comparisons; `score` / `top` / `target` and
-model versions in audiences.score_rules; named segments in audiences.segments.
+model versions in audiences.score_rules; `event` rules in audiences.event_rules; named
+segments in audiences.segments.
 This module compiles a rule tree, dispatching to them. The names that used to be
 defined here stay importable from here (``__all__``).
 """
@@ -37,6 +38,7 @@ from audiences.comparisons import (
     tenure,
     whole_number,
 )
+from audiences.event_rules import compile_event
 from audiences.rule_context import (
     CAMPAIGN_EVENT_STATUSES,
     CUSTOMER,
@@ -71,6 +73,7 @@ from core.spec import (
     TargetRule,
     TopRule,
 )
+from core.spec_rules import EventRule
 
 __all__ = [
     "CAMPAIGN_EVENT_STATUSES",
@@ -89,6 +92,7 @@ __all__ = [
     "RuleError",
     "compile_bought",
     "compile_campaign",
+    "compile_event",
     "compile_feature",
     "compile_field",
     "compile_interest",
@@ -256,6 +260,8 @@ def compile_rule(rule: Rule | None, ctx: RuleContext) -> ColumnElement:
     if isinstance(rule, AnyRule):
         return or_(*[compile_rule(r, ctx) for r in rule.any])
     if isinstance(rule, NotRule):
+        if isinstance(rule.not_, EventRule):  # EXISTS is never NULL; a bare NOT lets the planners anti join
+            return not_(compile_rule(rule.not_, ctx))
         # NULL (unknown city, no features row) counts as "not matching", so `not` includes it
         return not_(func.coalesce(compile_rule(rule.not_, ctx), false()))
     handler = _HANDLERS.get(type(rule))
@@ -269,6 +275,7 @@ _HANDLERS: dict[type, Callable[[Any, RuleContext], ColumnElement]] = {
     FeatureRule: compile_feature,
     InterestRule: compile_interest,
     BoughtRule: compile_bought,
+    EventRule: compile_event,
     CampaignRule: compile_campaign,
     SegmentRule: compile_segment,
     ScoreRule: compile_score,

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, Index, SmallInteger, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, SmallInteger, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -419,6 +419,16 @@ class JourneyEntry(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class JourneyCursor(SQLModel, table=True):
+    """How far a triggered journey has read ``customer_event`` (migration 0013)."""
+
+    __tablename__ = "journey_cursor"
+
+    journey: str = Field(max_length=100, primary_key=True)
+    last_event_id: int = Field(sa_type=BigInteger)  # events up to this id have been considered
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class JourneyStepLog(SQLModel, table=True):
     """The history of an entry: one row per step done, numbered by ``move`` (unique per entry)."""
 
@@ -435,3 +445,37 @@ class JourneyStepLog(SQLModel, table=True):
     detail: str | None = Field(default=None, sa_column=Column(Text))
     run_id: int | None = None  # send steps: the campaign_run holding the ledger rows
     at: datetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------
+# Customer events (migration 0012, issue 18)
+# --------------------------------------------------------------------------
+
+
+class CustomerEvent(SQLModel, table=True):
+    """Something a customer did: sent by the shop (``POST /events``), imported, or derived by relance.
+
+    ``event_id`` is the sender's id (unique: ingestion is idempotent); ``customer_id`` stays null
+    until the customer is imported (attached by ``external_id``, then normalized ``email``).
+    ``properties`` are typed by the declared event types (audiences/events.yaml, audiences.event_types).
+    """
+
+    __tablename__ = "customer_event"
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_customer_event_event_id"),
+        Index("ix_customer_event_type_occurred", "type", "occurred_at"),
+        Index("ix_customer_event_customer_type_occurred", "customer_id", "type", "occurred_at"),
+        Index("ix_customer_event_external_id", "external_id"),
+        Index("ix_customer_event_email", "email"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=128)
+    type: str = Field(max_length=64)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", ondelete="CASCADE")
+    external_id: str | None = Field(default=None, max_length=64)  # as given by the sender
+    email: str | None = Field(default=None, max_length=254)  # normalized (audiences.normalize.email)
+    occurred_at: datetime
+    received_at: datetime = Field(default_factory=utcnow)
+    properties: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    source: str = Field(default="api", max_length=8)  # api, import, relance

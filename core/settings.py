@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     reports_cron: str = "0 7 * * *"  # `refresh-reports` deployment: every morning before marketers look
     train_cron: str = "0 5 * * 1"  # `train-models` deployment: weekly, before Monday's campaigns
     journeys_cron: str = "* * * * *"  # `advance-journeys` deployment: each journey's due steps, every minute
+    journeys_tick_seconds: float = 10.0  # with a triggered journey, a run ticks again this often...
+    journeys_tick_period_seconds: float = 60.0  # ...until the next run of the cron above
     upkeep_timezone: str = "Europe/Paris"  # of the crons above
     alerts_pause_runs: bool = True  # False (`relance run --ignore-alerts`): resume a run paused by alert
 
@@ -157,6 +159,10 @@ class Settings(BaseSettings):
     # Largest request body the tracking server reads (bytes); past it: 413, before reading the rest.
     # SendGrid's event batches stay under about 768 KB; Twilio's and our forms are a few KB (issue 16).
     tracking_max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    # --- customer events (issue 18: audiences.event_types, audiences.customer_events) ---
+    events_file: Path = Path("audiences/events.yaml")  # declared event types (beside segments.yaml)
+    lapsing_days: list[int] = Field(default_factory=lambda: [60, 90])  # `lapsing` after N days without order
 
 
 @lru_cache(maxsize=1)

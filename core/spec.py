@@ -66,7 +66,7 @@ from core.spec_rules import (
     TopRule,
     rule_kind,
 )
-from core.spec_steps import STEP_KINDS, STEP_TAGS, ExitWhen, ReentryRule, Step, kind_of, step_kind
+from core.spec_steps import STEP_KINDS, STEP_TAGS, EventEntry, ExitWhen, ReentryRule, Step, kind_of, step_kind
 
 __all__ = [
     "NAME_PATTERN",
@@ -141,6 +141,9 @@ class Campaign(StrictModel):
         None, description="Journeys: `once` (default) or {every_days: N}: when a customer may enter again"
     )
     exit_when: ExitWhen | None = Field(None, description="Journeys: when a customer leaves early")
+    entry: EventEntry | None = Field(
+        None, description="Journeys: enter on a customer event instead of (or beside) the schedule"
+    )
     variants: list[Variant] = Field(default_factory=list)
     offer: Annotated[dict[str, Any], WithJsonSchema(OFFER_SCHEMA)] = Field(default_factory=dict)
     channels: ChannelStrategy = Field(default_factory=ChannelStrategy)
@@ -165,13 +168,20 @@ class Campaign(StrictModel):
                 raise ValueError(
                     "a journey sends from its `send` steps: move `message:` / `variants:` into a `send:`"
                 )
+            if self.entry is not None and self.schedule is not None:
+                raise ValueError(
+                    "a journey with `entry: {event: ...}` enters on events, not on a schedule: "
+                    "remove `schedule:` (or `entry:` to enter on the schedule)"
+                )
             names = [s.name for s in self.steps]
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise ValueError(f"two steps are named `{repeated[0]}`: give each step its own name")
             return self
-        if self.reentry is not None or self.exit_when is not None:
-            raise ValueError("`reentry:` and `exit_when:` apply to journeys: add `steps:` or remove them")
+        if self.reentry is not None or self.exit_when is not None or self.entry is not None:
+            raise ValueError(
+                "`reentry:`, `exit_when:` and `entry:` apply to journeys: add `steps:` or remove them"
+            )
         if self.message is None and not self.variants:
             raise ValueError("write a `message:` (template folder) or `variants:` each with a message")
         if self.message is None and any(v.message is None for v in self.variants):

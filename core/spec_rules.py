@@ -1,10 +1,10 @@
 """Audience rules: the mappings a marketer writes under `audience:`, `segments.yaml` and branches.
 
 A rule is a mapping with exactly one subject key (field / feature / interest / bought /
-campaign / segment / score / top / target / all / any / not); audiences.rules compiles
+event / campaign / segment / score / top / target / all / any / not); audiences.rules compiles
 them to SQL. The union is dispatched on that key (a callable discriminator), so that an
 error speaks about the one rule the marketer meant instead of listing why the mapping
-fails each of the twelve kinds.
+fails each of the thirteen kinds.
 """
 
 from __future__ import annotations
@@ -68,6 +68,42 @@ class BoughtRule(StrictModel):
     bought: Bought
 
 
+class EventCondition(StrictModel):
+    """Did an event (with property conditions) at least / at most N times, optionally in the last D days."""
+
+    name: str = Field(description="An event type: built-in (order_placed...) or from audiences/events.yaml")
+    where: dict[str, Comparison] = Field(
+        default_factory=dict, description="Property -> comparisons (eq, in, gte...); every one must hold"
+    )
+    min_count: int = Field(
+        1, ge=0, description="At least this many matching events (default 1; 0 when only max_count is given)"
+    )
+    max_count: int | None = Field(None, ge=0, description="At most this many matching events (0: never)")
+    within_days: int | None = Field(None, gt=0, description="Only events of the last N days (default: ever)")
+
+    @model_validator(mode="after")
+    def _counts(self) -> EventCondition:
+        # `max_count: 2` alone reads "at most twice", zero included; `max_count: 0` alone is "never"
+        if "min_count" not in self.model_fields_set and self.max_count is not None:
+            self.min_count = 0
+        if self.max_count is not None and self.max_count < self.min_count:
+            raise ValueError(
+                f"`max_count: {self.max_count}` is below `min_count: {self.min_count}`: no customer can "
+                f"match; write a max_count of {self.min_count} or more (or remove min_count: `max_count` "
+                f"alone means at most that many times, `max_count: 0` never)"
+            )
+        if self.min_count == 0 and self.max_count is None:
+            raise ValueError(
+                "`min_count: 0` without `max_count` matches every customer; for customers who never did "
+                "the event write `max_count: 0`"
+            )
+        return self
+
+
+class EventRule(StrictModel):
+    event: EventCondition
+
+
 class PastCampaign(StrictModel):
     name: str = Field(description="The `name:` of a campaign")
     event: Literal["received", "opened", "clicked", "converted"] = "received"
@@ -125,6 +161,7 @@ RULE_KINDS: dict[str, type[BaseModel]] = {
     "feature": FeatureRule,
     "interest": InterestRule,
     "bought": BoughtRule,
+    "event": EventRule,
     "campaign": CampaignRule,
     "segment": SegmentRule,
     "score": ScoreRule,
@@ -156,6 +193,7 @@ Rule = Annotated[
     | Annotated[FeatureRule, Tag("feature rule")]
     | Annotated[InterestRule, Tag("interest rule")]
     | Annotated[BoughtRule, Tag("bought rule")]
+    | Annotated[EventRule, Tag("event rule")]
     | Annotated[CampaignRule, Tag("campaign rule")]
     | Annotated[SegmentRule, Tag("segment rule")]
     | Annotated[ScoreRule, Tag("score rule")]

@@ -39,7 +39,7 @@ from core.spec_base import (
     Variant,
     Weekday,
 )
-from core.spec_rules import Rule
+from core.spec_rules import Comparison, Rule
 
 StepName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 
@@ -274,6 +274,39 @@ ReentryRule = Annotated[
 ]
 
 
+DURATION_PATTERN = r"^\s*(\d+\s*[dhm]\s*)+$"
+
+
+def parse_duration(text: str) -> timedelta:
+    """``1h``, ``30m``, ``2d``, ``1d 12h`` as a timedelta (DURATION_PATTERN is checked first)."""
+    import re
+
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    total = timedelta(0)
+    for number, unit in re.findall(r"(\d+)\s*([dhm])", text):
+        total += timedelta(**{units[unit]: int(number)})
+    return total
+
+
+class EventEntry(StrictModel):
+    """Enter the journey on a customer event (audiences/events.yaml or a built-in one), per event."""
+
+    event: str = Field(description="The event type that starts the journey, e.g. cart_abandoned")
+    where: dict[str, Comparison] = Field(
+        default_factory=dict,
+        description="Property -> comparisons the event must meet, e.g. {cart_value: {gte: 50}}",
+    )
+    delay: str = Field(
+        "0m",
+        pattern=DURATION_PATTERN,
+        description="How long after the event the first step acts, e.g. 1h, 30m, 2d, 1d 12h",
+    )
+
+    @property
+    def delay_time(self) -> timedelta:
+        return parse_duration(self.delay)
+
+
 class ExitWhen(StrictModel):
     """When a customer leaves the journey early, checked before each of their steps acts."""
 
@@ -285,6 +318,7 @@ class ExitWhen(StrictModel):
         None, description="A segment (audiences/segments.yaml) the customer left"
     )
     left_audience: bool = Field(False, description="The customer no longer matches the journey's `audience:`")
+    event: str | None = Field(None, description="An event after entering ends the journey, e.g. order_placed")
 
 
 def next_of(steps: list[Any], index: int) -> list[str]:

@@ -59,7 +59,35 @@ def advance_journeys(now: str | None = None, campaigns_dir: str | None = None) -
         return {"now": moment.isoformat(), "journeys": 0, "moves": {}, "sent": {}}
     moves = advance_task(quote(journeys), moment)
     sent = send_task(quote(journeys), moment)
+    if now is None and any(j.campaign.entry is not None for j in journeys):
+        more_moves, more_sent = _tick_until_the_next_run(journeys)
+        moves = {k: moves.get(k, 0) + more_moves.get(k, 0) for k in {*moves, *more_moves}}
+        sent = {k: sent.get(k, 0) + more_sent.get(k, 0) for k in {*sent, *more_sent}}
     return {"now": moment.isoformat(), "journeys": len(journeys), "moves": moves, "sent": sent}
+
+
+def _tick_until_the_next_run(journeys: list[JourneyFile]) -> tuple[dict[str, int], dict[str, int]]:
+    """Triggered journeys: tick again every RELANCE_JOURNEYS_TICK_SECONDS until the next scheduled run.
+
+    Why inside the flow run: a deployment runs at most once a minute (cron), and an event must
+    become a message within a minute; ticks every 10 s keep the wait under the tick interval plus
+    the tick itself, with no Prefect task per event.
+    """
+    import time
+
+    settings = get_settings()
+    every, period = settings.journeys_tick_seconds, settings.journeys_tick_period_seconds
+    started = time.monotonic()
+    moves: dict[str, int] = {}
+    sent: dict[str, int] = {}
+    while time.monotonic() - started + every < period:
+        time.sleep(every)
+        moment = ledger.run_datetime(None)
+        for name, n in advance_task(quote(journeys), moment).items():
+            moves[name] = moves.get(name, 0) + n
+        for status, n in send_task(quote(journeys), moment).items():
+            sent[status] = sent.get(status, 0) + n
+    return moves, sent
 
 
 def _scheduled_now() -> str | None:
@@ -89,7 +117,7 @@ def run_journey(path: str, now: datetime, entry_key: str | None = None) -> dict[
     from core.spec_loader import load_campaign
 
     journey = JourneyFile(path, load_campaign(path))
-    entered = enter_task(quote(journey), now, entry_key)
+    entered = 0 if journey.campaign.entry is not None else enter_task(quote(journey), now, entry_key)
     moves = advance_task(quote([journey]), now)
     sent = send_task(quote([journey]), now)
     return {"journey": journey.name, "now": now.isoformat(), "entered": entered, "moves": moves, "sent": sent}

@@ -10,14 +10,14 @@ rules (audiences.rules) for the one statement that moves the entries.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, literal, not_, or_, select
 
 from audiences.rule_context import CUSTOMER, RuleContext, from_clause
 from audiences.rules import compile_rule
-from core.models import Event, JourneyEntry, LedgerEntry, Order
+from core.models import EntryStatus, Event, JourneyEntry, LedgerEntry, Order
 from core.spec import Campaign, SegmentRule
 from core.spec_steps import BranchTest
 
@@ -117,9 +117,32 @@ def exit_tests(
         )
         unreachable = select(CUSTOMER.c.id).where(CUSTOMER.c.id == entry.c.customer_id, not_(reachable))
         out.append(("consent withdrawn", exists(unreachable)))
+    if rules.event:  # e.g. order_placed: the customer did it after entering (audiences/events.yaml)
+        from core.models import CustomerEvent
+
+        events = CustomerEvent.__table__
+        did = select(events.c.id).where(
+            events.c.customer_id == entry.c.customer_id,
+            events.c.type == rules.event,
+            events.c.occurred_at >= entry.c.entered_at,
+            events.c.occurred_at <= literal(now, events.c.occurred_at.type),
+        )
+        out.append((f"event {rules.event}", exists(did)))
     if rules.left_segment:
         rule = SegmentRule(segment=rules.left_segment)
         out.append((f"left segment {rules.left_segment}", not_(rule_test(rule, now, conn, entry, segments))))
     if rules.left_audience and journey.audience is not None:
         out.append(("left audience", not_(rule_test(journey.audience, now, conn, entry, segments))))
     return out
+
+
+def already_in(journey: Campaign, now: datetime, customer: ColumnElement) -> ColumnElement:
+    """The customer may not enter now: an entry in progress, or the re-entry rule forbids it."""
+    mine = ENTRY.c.journey == journey.name
+    every = journey.reentry.every_days if journey.reentry is not None else None
+    if every is None:  # `once`: any entry ever (control included) keeps the customer out
+        blocking = mine
+    else:
+        recent = ENTRY.c.entered_at > literal(now - timedelta(days=every), ENTRY.c.entered_at.type)
+        blocking = and_(mine, or_(ENTRY.c.status == str(EntryStatus.active), recent))
+    return customer.in_(select(ENTRY.c.customer_id).where(blocking))

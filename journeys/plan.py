@@ -141,6 +141,7 @@ class JourneyPlan:
     exits_now: dict[str, int]  # exit_when / removed steps at `now`: reason -> entries
     rates: dict[str, str]  # branch step -> the rate used and where it comes from
     runs_now: int
+    triggered: dict[str, Any] | None = None  # entry on events: the last 30 days of matching events
 
     @property
     def total_cost(self) -> float | None:
@@ -326,7 +327,8 @@ def _plan_in(
     tune_connection(conn)
     funnel = entry_funnel(conn, journey, now, segments)
     key = engine.default_entry_key(journey, now)
-    entered = engine.enter(conn, journey, now, key, segments=segments)
+    # a triggered journey enters on events only (in advance, below); a scheduled one by its audience now
+    entered = 0 if journey.entry is not None else engine.enter(conn, journey, now, key, segments=segments)
     control = (
         conn.execute(
             select(func.count()).where(
@@ -340,6 +342,7 @@ def _plan_in(
     )
     last = conn.execute(select(func.coalesce(func.max(HISTORY.c.id), 0))).scalar_one()
     advanced = engine.advance(conn, journey, now, segments=segments)
+    entered += advanced.entered
     messages = _messages_by_step(conn, advanced.run_ids)
     waiting = _state(conn, journey.name)
     deferred = _deferred(conn, journey.name, now)
@@ -367,6 +370,47 @@ def _plan_in(
             _price(conn, journey, step, plan, settings)
         plan.note = rates.get(step.name, "")
         plans.append(plan)
+    triggered = expected_triggers(conn, journey, now, segments) if journey.entry is not None else None
     return JourneyPlan(
-        journey.name, now, funnel, entered, control, plans, dict(exits_now), rates, len(advanced.run_ids)
-    )
+        journey.name, now, funnel, entered, control, plans, dict(exits_now), rates, len(advanced.run_ids),
+        triggered,
+    )  # fmt: skip
+
+
+TRIGGER_DAYS = 30
+
+
+def expected_triggers(
+    conn: Connection, journey: Campaign, now: datetime, segments: Any = None
+) -> dict[str, Any]:
+    """Entries per day to expect from the matching events of the last 30 days (known customers only).
+
+    Events per day and distinct customers over the period; the journey's audience, control group and
+    re-entry rules then take their share of those (the funnel above shows them for today's base).
+    """
+    from datetime import timedelta
+
+    from audiences.event_rules import event_conditions
+    from audiences.rule_context import RuleContext
+    from core.spec_rules import EventCondition
+    from journeys.event_entry import EVENTS
+
+    spec = journey.entry
+    ctx = RuleContext(now, segments=segments, bind=conn)
+    since = now - timedelta(days=TRIGGER_DAYS)
+    row = conn.execute(
+        select(func.count(), func.count(EVENTS.c.customer_id.distinct())).where(
+            EVENTS.c.customer_id.is_not(None),
+            EVENTS.c.occurred_at > since,
+            EVENTS.c.occurred_at <= now,
+            *event_conditions(EventCondition(name=spec.event, where=spec.where), ctx),
+        )
+    ).one()
+    return {
+        "event": spec.event,
+        "days": TRIGGER_DAYS,
+        "events": int(row[0]),
+        "customers": int(row[1]),
+        "per_day": round(row[0] / TRIGGER_DAYS, 1),
+        "delay": spec.delay,
+    }

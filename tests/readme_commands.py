@@ -81,11 +81,12 @@ class Workspace:
 
 
 def workspace(root: Path) -> Workspace:
-    """What a user has in a clone: the campaigns, templates, segments and prefect.yaml; no database."""
+    """What a user has in a clone: campaigns, templates, segments, event types, prefect.yaml; no database."""
     for folder in ("campaigns", "templates"):
         shutil.copytree(REPO / folder, root / folder)
     (root / "audiences").mkdir()
-    shutil.copy(REPO / "audiences" / "segments.yaml", root / "audiences" / "segments.yaml")
+    for name in ("segments.yaml", "events.yaml"):
+        shutil.copy(REPO / "audiences" / name, root / "audiences" / name)
     shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
     return Workspace(root, user_env(root))
 

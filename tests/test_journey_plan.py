@@ -212,8 +212,10 @@ def test_projection_arithmetic_split_branch_and_loop():
                 {"name": "ab", "split": [{"percent": 30, "next": "a"}, {"percent": 70, "next": "b"}]},
                 {"name": "a", "wait": {"days": 1, "time": "10:00"}, "next": "br"},
                 {"name": "b", "wait": {"hours": 4}, "next": "br"},
-                {"name": "br", "branch": {"if": {"step": "s", "response": "clicked"}, "then": "end",
-                                          "else": "again"}},  # fmt: skip
+                {
+                    "name": "br",
+                    "branch": {"if": {"step": "s", "response": "clicked"}, "then": "end", "else": "again"},
+                },  # fmt: skip
                 {"name": "again", "wait": {"days": 7}, "next": "br"},  # a loop through a wait
                 {"name": "end", "exit": "clicked"},
             ],

@@ -403,7 +403,7 @@ def test_customers_on_a_removed_step_are_told_at_steps(check, engine):
     line, col = pos(text, "steps:")
     assert check(text) == [
         (line, col, "warning", "2 customers are on step `old-step`, which this file no longer has: they "
-         "will leave the journey (step removed: old-step) at their next tick"),
+         "will leave the journey (step removed: old-step) when their step falls due"),
         (line, col, "warning", "in flight now: 3 customer(s) (old-step 2, three-days 1); the others stay "
          "on their steps by name"),
     ]  # fmt: skip

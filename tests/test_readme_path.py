@@ -84,12 +84,35 @@ def check_preview(ws: Workspace, argv: list[str]) -> None:
     assert html and all("<html" in p.read_text(encoding="utf-8").lower() for p in html)
 
 
+def _window_closed_now(path: Path) -> bool:
+    """Whether the campaign may send nothing now (its sending window / quiet hours, in Paris)."""
+    from datetime import UTC, datetime
+
+    from audiences.policy import campaign_policy
+    from core.spec_loader import load_campaign
+
+    campaign = load_campaign(path)
+    now = datetime.now(UTC)
+    policy = campaign_policy(campaign)
+    return not any(policy.allowed(ch, now, "Europe/Paris") for ch in campaign.channels.order)
+
+
 def check_run(ws: Workspace, argv: list[str]) -> None:
     out = ok(run(ws, argv))
     name = yaml.safe_load((ws.root / argv[2]).read_text(encoding="utf-8"))["name"]
+    if _window_closed_now(ws.root / argv[2]):  # run as shown outside its hours: nothing may go out
+        assert "nobody selected" in out and "relance plan" in out, out
+        # the story goes on at the campaign's last open moment, as `relance demo` does (a test step,
+        # not a README command: a newcomer at night sees the message above and runs it in the day)
+        from datetime import datetime
+
+        from relance.cli.demo import PARIS, last_sms_slot
+
+        slot = last_sms_slot(datetime.now(PARIS)).isoformat()
+        out = ok(run(ws, [*argv, "--now", slot, "--run-key", f"{name}:readme"]))
     with ws.db() as conn:
         status, run_id = conn.execute(
-            "SELECT status, id FROM campaign_run WHERE campaign = ?", (name,)
+            "SELECT status, id FROM campaign_run WHERE campaign = ? ORDER BY id DESC", (name,)
         ).fetchone()
     sent = ws.scalar("SELECT count(*) FROM ledger WHERE run_id = ? AND status = 'sent'", run_id)
     assert status == "completed" and sent > 0
@@ -151,7 +174,9 @@ def check_models(ws: Workspace, argv: list[str]) -> None:
 
 def check_report(ws: Workspace, argv: list[str]) -> None:
     name = argv[2]
-    funnel = json.loads(ws.scalar("SELECT funnel FROM campaign_run WHERE campaign = ?", name))
+    funnel = json.loads(
+        ws.scalar("SELECT funnel FROM campaign_run WHERE campaign = ? ORDER BY id DESC", name)
+    )
     done = run(ws, argv)
     out = ok(done, code=3 if done.returncode == 3 else 0)  # 3: an alert threshold crossed, as documented
     assert done.returncode == 0 or "alert" in out.lower()

@@ -22,6 +22,7 @@ its own (sendgrid_events, twilio_events, links).
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
@@ -38,10 +39,12 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.exc import OperationalError
 
+from audiences import customer_events, event_types
 from core.db import make_engine
 from core.models import Customer
 from core.settings import Settings, get_settings
 from core.tokens import BadToken, read_short_code, read_token
+from core.yaml_positions import SpecError
 from tracking import links, sendgrid_events, twilio_events
 from tracking.attribution import Purchase, attribute_purchases
 from tracking.events import store_events
@@ -386,10 +389,13 @@ def create_app(
         return HTMLResponse(links.unsubscribe_page(lang, request.url.path, settings.sender_name, done=True))
 
     # ---- conversions API -------------------------------------------------
+    def _key_ok(request: Request) -> bool:
+        given = request.headers.get("X-API-Key") or ""
+        return api_key is not None and hmac.compare_digest(given.encode(), api_key.encode())
+
     @app.post("/events/conversions")
     async def conversions(payload: ConversionIn, request: Request) -> Response:
-        given = request.headers.get("X-API-Key") or ""
-        if api_key is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+        if not _key_ok(request):
             return JSONResponse({"detail": "missing or wrong X-API-Key"}, status_code=401)
 
         def _attribute(conn: Connection):
@@ -399,9 +405,10 @@ def create_app(
                 if payload.customer_id is not None
                 else customers.c.external_id == payload.customer_external_id
             )
-            customer_id = conn.execute(select(customers.c.id).where(where)).scalar()
-            if customer_id is None:
+            found = conn.execute(select(customers.c.id, customers.c.external_id).where(where)).first()
+            if found is None:
                 return None
+            customer_id, external_id = found
             purchase = Purchase(
                 payload.order_id,
                 customer_id,
@@ -409,6 +416,11 @@ def create_app(
                 payload.amount_cents,
                 payload.currency.upper(),
             )
+            placed = customer_events.order_placed(  # issue 18: the built-in event, same transaction
+                purchase.order_id, customer_id, external_id, purchase.ordered_at, purchase.amount_cents,
+                purchase.currency,
+            )  # fmt: skip
+            customer_events.relance_events(conn, [placed])
             return attribute_purchases(conn, [purchase])
 
         result = await store(_attribute)
@@ -421,5 +433,30 @@ def create_app(
                 "stored": result.attributed + result.control + result.window,
             }
         )
+
+    # ---- customer events (issue 18: audiences.customer_events) ------------
+    @app.post("/events")
+    async def events_in(request: Request) -> Response:
+        """Up to 1,000 events; 200 with a verdict per event (a bad event never refuses the others)."""
+        if not _key_ok(request):
+            return JSONResponse({"detail": "missing or wrong X-API-Key"}, status_code=401)
+        try:
+            payload = json.loads(await request.body())
+        except ValueError as exc:
+            return JSONResponse({"detail": f"the body is not JSON: {exc}"}, status_code=400)
+        events = payload.get("events") if isinstance(payload, dict) else payload
+        if not isinstance(events, list):
+            return JSONResponse({"detail": 'send {"events": [ ... ]} (or a JSON array of events)'}, 400)
+        if len(events) > customer_events.MAX_BATCH:
+            detail = f"{len(events)} events: send at most {customer_events.MAX_BATCH} per request"
+            return JSONResponse({"detail": detail}, status_code=400)
+        try:
+            types = await run_in_threadpool(event_types.current, settings.events_file)
+        except SpecError as exc:  # the operator's file is broken: 503, the sender retries later
+            log.error("events file has errors: %s", exc)
+            return JSONResponse({"detail": "event types unavailable, retry"}, 503, {"Retry-After": "30"})
+        checked = await run_in_threadpool(customer_events.check_batch, events, types)  # outside the lock
+        verdicts = await store(lambda conn: customer_events.store_checked(conn, checked))
+        return JSONResponse(customer_events.summary(verdicts))
 
     return app

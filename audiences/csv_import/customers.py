@@ -204,6 +204,19 @@ class Writer:
         self._consents(kept, ids, old, now)
         self.report.touched_customers += len(new) + len(changed)
         invalidate_features(self.db, [ids[r.external_id] for r in changed])  # new ones have no features
+        self._events(new, ids, now)
+
+    def _events(self, new: list[CustomerRow], ids: dict[str, int], now) -> None:
+        """Issue 18: ``customer_created`` for new customers; events that waited for these customers
+        (sent before they were imported) are attached to them, in the chunk's transaction."""
+        from audiences import customer_events
+
+        mail = self.profile_cols.index("email") if "email" in self.profile_cols else None
+        created = [
+            (ids[r.external_id], r.external_id, None if mail is None else r.profile[mail]) for r in new
+        ]
+        customer_events.customers_created(self.db, created, now)
+        customer_events.attach_unknown(self.db.conn, STAGE_TABLE)
 
     def _existing(self) -> dict[str, tuple[int, object, tuple]]:
         """external_id -> (id, erased_at, stored values of the file's profile columns), for the chunk."""

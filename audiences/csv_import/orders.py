@@ -18,6 +18,7 @@ from audiences.csv_import.common import (
 from audiences.csv_import.customers import invalidate_features
 from audiences.csv_import.report import ImportReport
 from audiences.csv_import.source import Columns, Row
+from core.models import utcnow
 
 COLUMNS = Columns(
     required=("external_id", "customer_external_id", "ordered_at"),
@@ -112,23 +113,40 @@ class Writer:
         if not kept:
             return
         existing = self._existing_orders()
-        writes, touched, inserted = [], set(), 0
+        writes, touched, inserted, placed = [], set(), 0, []
         for r in kept:
             stored_values = existing.get(r.external_id)
             current = (customers[r.customer], *r.values)
             if stored_values == current:
                 continue
             inserted += stored_values is None
+            if stored_values is None:
+                placed.append(r)
             if stored_values is not None:
                 touched.add(stored_values[0])  # an order moved to another customer changes both
             touched.add(current[0])
             writes.append((r.external_id, *current, *self.default_currency))
         self.db.many(self.upsert, writes)
+        self._order_placed(placed, customers)
         self.report.inserted += inserted
         self.report.updated += len(writes) - inserted
         self.report.unchanged += len(kept) - len(writes)
         self.report.touched_customers += len(touched)
         invalidate_features(self.db, sorted(touched))
+
+    def _order_placed(self, placed: list[OrderRow], customers: dict[str, int]) -> None:
+        """Issue 18: an ``order_placed`` event per new order, in the transaction of the order rows."""
+        from audiences import customer_events
+
+        fields = self.cols[1:]
+        rows = []
+        for r in placed:
+            v = dict(zip(fields, r.values, strict=True))
+            rows.append(
+                (r.external_id, customers[r.customer], r.customer, v["ordered_at"], v["amount_cents"],
+                 v.get("currency"), v.get("category"), v.get("product"))
+            )  # fmt: skip
+        customer_events.orders_placed(self.db, rows, utcnow())
 
     def _customer_ids(self, keys: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}

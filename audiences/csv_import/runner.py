@@ -22,7 +22,7 @@ from types import ModuleType
 
 from sqlalchemy import Connection, Engine
 
-from audiences.csv_import import customers, devices, orders, suppressions
+from audiences.csv_import import customers, devices, events, orders, suppressions
 from audiences.csv_import.common import Driver
 from audiences.csv_import.report import ImportReport
 from audiences.csv_import.source import Block, blocks, open_source, parse_block
@@ -33,6 +33,7 @@ KINDS: dict[str, ModuleType] = {
     "orders": orders,
     "suppressions": suppressions,
     "devices": devices,
+    "events": events,  # issue 18: customer events (a backfill of POST /events)
 }
 CHUNK_ROWS = 20_000  # one transaction each: large enough to amortize commits and look-ups, small in memory
 PARALLEL_FROM_BYTES = 4 << 20  # below ~4 MB, starting worker processes costs more than it saves

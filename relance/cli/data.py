@@ -25,6 +25,8 @@ customers_app = typer.Typer(help="One customer's data: export it, or erase it.",
 app.add_typer(import_app, name="import")
 app.add_typer(features_app, name="features")
 app.add_typer(customers_app, name="customers")
+events_app = typer.Typer(help="Customer events relance derives and keeps (issue 18).", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
 SHOWN_PROBLEMS = 20
 FileArg = typer.Argument(..., help="The CSV file (UTF-8, comma or semicolon separated, header on line 1).")
@@ -166,6 +168,55 @@ def import_devices(
 ) -> None:
     """Upsert push devices by token (customer_external_id, token, platform ios/android/web)."""
     _run_import("devices", file, encoding, problems, 0)
+
+
+@import_app.command("events")
+def import_events(
+    file: Path = FileArg, encoding: str = EncodingOpt, problems: Path | None = ProblemsOpt
+) -> None:
+    """Backfill customer events: event_id, type, occurred_at, external_id and/or email, properties (JSON).
+
+    Checked like POST /events against the declared types (RELANCE_EVENTS_FILE); events of customers
+    not imported yet are kept and attached when they are. Re-running a file stores nothing twice.
+    """
+    from core.yaml_positions import SpecError
+
+    try:
+        _run_import("events", file, encoding, problems, 0)
+    except SpecError as exc:
+        fail(f"the event types file has errors, nothing was imported:\n{exc}")
+
+
+@events_app.command("derive")
+def events_derive(
+    day: str | None = typer.Option(None, "--date", help="The UTC day YYYY-MM-DD (default: today)."),
+) -> None:
+    """Store the day's anniversaries and `lapsing` events (idempotent: a day run twice stores them once)."""
+    from datetime import UTC, datetime
+
+    from audiences.customer_events import derive_daily
+
+    try:
+        when = date.fromisoformat(day) if day else datetime.now(UTC).date()
+    except ValueError:
+        fail(f"--date {day!r} is not a date; write 2026-12-04")
+    with ensure_db().begin() as conn:
+        counts = derive_daily(conn, when)
+    console().print(", ".join(f"{name}: {n:,}" for name, n in counts.items()) + f" (new events of {when})")
+
+
+@events_app.command("purge")
+def events_purge() -> None:
+    """Delete events past their type's retention_days (RELANCE_EVENTS_FILE; built-in types: in code)."""
+    from audiences.customer_events import purge_expired
+    from core.yaml_positions import SpecError
+
+    try:
+        with ensure_db().begin() as conn:
+            deleted = purge_expired(conn)
+    except SpecError as exc:
+        fail(f"the event types file has errors, nothing was deleted:\n{exc}")
+    console().print(f"{deleted:,} event(s) past their retention deleted")
 
 
 @features_app.command("refresh")

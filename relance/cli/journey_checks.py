@@ -31,6 +31,7 @@ def check_journey(located: Located[Campaign], ctx: Any) -> list[Problem]:
         problem = ctx.segments.problem_with(left)
         if problem is not None:
             out.append(located.problem(("exit_when", "left_segment"), problem))
+    out.extend(event_problems(located))
     in_flight = steps_in_flight(campaign.name)
     names = {s.name for s in steps}
     for path, text, severity in check_graph(campaign, [n for n in in_flight if n in names]):
@@ -42,13 +43,43 @@ def check_journey(located: Located[Campaign], ctx: Any) -> list[Problem]:
     for name, count in removed.items():
         who = "1 customer is" if count == 1 else f"{count} customers are"
         text = (f"{who} on step `{name}`, which this file no longer has: they will leave the journey "
-                f"(step removed: {name}) at their next tick")  # fmt: skip
+                f"(step removed: {name}) when their step falls due")  # fmt: skip
         out.append(located.problem(("steps",), text, "warning", key=True))
     if removed:
         total = sum(in_flight.values())
         counts = ", ".join(f"{n} {c}" for n, c in sorted(in_flight.items()))
         text = f"in flight now: {total} customer(s) ({counts}); the others stay on their steps by name"
         out.append(located.problem(("steps",), text, "warning", key=True))
+    return out
+
+
+def event_problems(located: Located[Campaign]) -> list[Problem]:
+    """`entry: {event: ...}` and `exit_when: {event: ...}` against the declared event types."""
+    from audiences.event_rules import event_rule_problems
+    from audiences.event_types import current
+    from core.spec_rules import EventCondition
+    from core.yaml_positions import SpecError
+
+    campaign = located.value
+    wanted = []
+    if campaign.entry is not None:
+        wanted.append((("entry",), EventCondition(name=campaign.entry.event, where=campaign.entry.where)))
+    if campaign.exit_when is not None and campaign.exit_when.event:
+        wanted.append((("exit_when",), EventCondition(name=campaign.exit_when.event)))
+    if not wanted:
+        return []
+    try:
+        types = current()
+    except SpecError as exc:
+        return [located.problem(wanted[0][0], f"cannot check the event: {exc.problems[0]}")]
+    out: list[Problem] = []
+    for at, condition in wanted:
+        for where, text, key in event_rule_problems(condition, types.types, types.file):
+            if where == ("name",):  # written `event: <name>` here, not `name:` as in a rule
+                path, text = (*at, "event"), text.replace("`name: ", "`event: ", 1)
+            else:
+                path = (*at, *where)
+            out.append(located.problem(path, text, key=key))
     return out
 
 

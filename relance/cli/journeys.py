@@ -83,7 +83,7 @@ def _print_status(status: Any, spec: Any) -> None:
     if removed and spec is not None:
         out.print(
             f"[yellow]steps no longer in the file: {', '.join(removed)}[/yellow]; their entries leave "
-            "at their next tick (exit reason `step removed: <name>`)"
+            "when their step falls due (exit reason `step removed: <name>`)"
         )
     out.print(f"control group (held out at entry): {status.control:,}")
     for label, reasons in (("completed", status.completed), ("exited", status.exited)):
@@ -202,6 +202,15 @@ def print_journey_plan(plan: Any) -> None:
         f"-{ctl['held_out_customers']:,}", f"{ctl['percent']:g}% held out at entry (stable hash), never sent",
     )  # fmt: skip
     out.print(entry)
+    if plan.triggered is not None:
+        t = plan.triggered
+        out.print(
+            f"enters on `{t['event']}` events (first step {t['delay']} after each): "
+            f"the last {t['days']} days had {t['events']:,} matching events of {t['customers']:,} "
+            f"customers, about {t['per_day']:,} "
+            "entries a day before the audience, control group and re-entry rules",
+            highlight=False,
+        )
     if plan.entered or not plan.funnel["entering"]:
         treated = plan.entered - plan.entered_control
         out.print(f"entering now: {treated:,} (+{plan.entered_control:,} control)")

@@ -36,6 +36,7 @@ from core.spec_loader import (
     position,
     walk_rules,
 )
+from core.spec_rules import EventRule
 
 
 @dataclass
@@ -47,6 +48,7 @@ class CheckContext:
     segments: Any  # audiences.segments.SegmentBook
     campaign_names: set[str] = field(default_factory=set)
     renderer: Any = None
+    event_types: Any = None  # audiences.event_types.EventTypes, loaded at the first `event:` rule
 
     @classmethod
     def from_settings(cls, campaign_names: set[str] | None = None) -> CheckContext:
@@ -112,6 +114,8 @@ def check_rules(
             unknown((*at, "field"), "customer field", sub.field, CUSTOMER_FIELDS)
         elif isinstance(sub, FeatureRule) and sub.feature not in FEATURES:
             unknown((*at, "feature"), "feature", sub.feature, FEATURES)
+        elif isinstance(sub, EventRule):
+            out.extend(_event_rule_problems(located, sub, at, ctx))
         elif isinstance(sub, SegmentRule) and segments:
             problem = ctx.segments.problem_with(sub.segment)
             if problem is not None:
@@ -138,6 +142,21 @@ def check_rules(
                 )
             )
     return out
+
+
+def _event_rule_problems(located: Located[Any], rule: Any, at: Path_, ctx: CheckContext) -> list[Problem]:
+    """An `event:` rule's type and properties against the declared types (audiences/events.yaml)."""
+    from audiences.event_rules import event_rule_problems
+    from audiences.event_types import current
+
+    if ctx.event_types is None:
+        try:
+            ctx.event_types = current()
+        except SpecError as exc:
+            text = f"cannot check `event: {rule.event.name}`: {exc.problems[0]}"
+            return [located.problem((*at, "event", "name"), text)]
+    found = event_rule_problems(rule.event, ctx.event_types.types, ctx.event_types.file)
+    return [located.problem((*at, "event", *where), text, key=key) for where, text, key in found]
 
 
 @dataclass(frozen=True)
