@@ -17,6 +17,7 @@ checks that the database holds exactly as many events as were sent (count in = c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -120,15 +121,13 @@ def send_all(url: str, bodies: list[bytes], clients: int) -> dict:
                         return
                     body = queue.pop()
                 while True:
-                    try:
+                    with contextlib.suppress(httpx.TransportError):  # server restarting: retry the batch
                         r = client.post("/events", content=body, headers=headers)
                         if r.status_code == 200:
                             answer = r.json()
                             break
                         if r.status_code < 500:
                             raise RuntimeError(f"refused: {r.status_code} {r.text}")
-                    except httpx.TransportError:
-                        pass
                     with lock:
                         stats["retries"] += 1
                     time.sleep(0.1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.ingest import Server, free_port  # noqa: E402 - after the sys.path line above
 
 JOURNEY = """\
 name: panier-latence
@@ -57,12 +58,6 @@ while True:
     tick(engine, journeys)
     time.sleep(max(0.0, every - (time.monotonic() - started)))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed(url: str, customers: int) -> None:
@@ -97,16 +92,6 @@ def seed(url: str, customers: int) -> None:
              for i in ids],
         )  # fmt: skip
     engine.dispose()
-
-
-def wait_listening(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"the tracking server did not listen on {port}")
 
 
 def load(port: int, key: str, rate: int, seconds: float, sent: list[str]) -> None:
@@ -187,13 +172,10 @@ def main() -> None:
         "REPO": str(REPO),
         "TICK_SECONDS": str(args.tick_seconds),
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "tracking.app:create_app", "--port", str(port),
-         "--log-level", "warning"], cwd=REPO, env=env,
-    )  # fmt: skip
+    server = Server(port, env)  # the webhook bench's uvicorn process, waited for on /healthz
+    server.start()
     ticker = subprocess.Popen([sys.executable, "-c", TICKER], cwd=REPO, env=env)
     try:
-        wait_listening(port)
         sent: list[str] = []
         started = time.monotonic()
         loader = threading.Thread(target=load, args=(port, key, args.rate, args.seconds, sent))
@@ -203,9 +185,8 @@ def main() -> None:
         time.sleep(args.tick_seconds * 2 + 5)  # the last events' tick
     finally:
         ticker.terminate()
-        server.terminate()
         ticker.wait()
-        server.wait()
+        server.stop()
     stored, done, lat = latencies(args.database_url)
     lat.sort()
     p95 = lat[int(0.95 * (len(lat) - 1))] if lat else float("nan")

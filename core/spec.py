@@ -38,7 +38,10 @@ from core.spec_base import (
     Weekday,
     check_cron,
     check_time_zone,
+    effective_variants,
+    first_repeated,
     nearest,
+    unique_variants,
 )
 from core.spec_rules import (
     RULE_KINDS,
@@ -155,11 +158,7 @@ class Campaign(StrictModel):
     @field_validator("variants")
     @classmethod
     def _unique_variants(cls, v: list[Variant]) -> list[Variant]:
-        names = [x.name for x in v]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"two variants are named `{repeated[0]}`: give each variant its own name")
-        return v
+        return unique_variants(v)
 
     @model_validator(mode="after")
     def _has_message(self) -> Campaign:
@@ -174,9 +173,9 @@ class Campaign(StrictModel):
                     "remove `schedule:` (or `entry:` to enter on the schedule)"
                 )
             names = [s.name for s in self.steps]
-            repeated = sorted({n for n in names if names.count(n) > 1})
+            repeated = first_repeated(names)
             if repeated:
-                raise ValueError(f"two steps are named `{repeated[0]}`: give each step its own name")
+                raise ValueError(f"two steps are named `{repeated}`: give each step its own name")
             return self
         if self.reentry is not None or self.exit_when is not None or self.entry is not None:
             raise ValueError(
@@ -224,9 +223,7 @@ class Campaign(StrictModel):
 
     def effective_variants(self) -> list[Variant]:
         """The variants to assign, or one implicit variant named 'default'."""
-        if self.variants:
-            return [v if v.message else v.model_copy(update={"message": self.message}) for v in self.variants]
-        return [Variant(name="default", weight=1.0, message=self.message)]
+        return effective_variants(self.variants, self.message)
 
 
 Campaign.model_rebuild()

@@ -8,6 +8,7 @@ command can load a campaign that could never run.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from datetime import datetime, time
 from functools import lru_cache
@@ -82,11 +83,9 @@ def _time_zones() -> frozenset[str]:
 
 def check_time_zone(name: str) -> str:
     """An IANA time zone name, or a ValueError naming the closest one."""
-    try:
+    with contextlib.suppress(ValueError, KeyError, OSError):  # not a zone: say which is closest
         ZoneInfo(name)
         return name
-    except (ValueError, KeyError, OSError):
-        pass
     close = nearest(name, _time_zones())
     hint = f"did you mean `{close}`?" if close else "write an IANA name such as Europe/Paris"
     raise ValueError(f"`{name}` is not a known time zone; {hint}")
@@ -105,6 +104,12 @@ def check_cron(expr: str) -> str:
             "e.g. '0 10 * * 2' for Tuesdays at 10:00"
         ) from None
     return expr
+
+
+def first_repeated(names: list[str]) -> str | None:
+    """The first name (alphabetically) written twice, for "give each ... its own name" errors."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    return repeated[0] if repeated else None
 
 
 class Schedule(StrictModel):
@@ -155,6 +160,21 @@ class Variant(StrictModel):
     offer: dict[str, Any] = Field(default_factory=dict, description="Offer fields overriding the campaign's")
 
 
+def unique_variants(v: list[Variant]) -> list[Variant]:
+    """A field validator's body: two variants may not share a name."""
+    repeated = first_repeated([x.name for x in v])
+    if repeated:
+        raise ValueError(f"two variants are named `{repeated}`: give each variant its own name")
+    return v
+
+
+def effective_variants(variants: list[Variant], message: str | None) -> list[Variant]:
+    """The variants to assign (each with a message, ``message`` by default), or one named 'default'."""
+    if variants:
+        return [v if v.message else v.model_copy(update={"message": message}) for v in variants]
+    return [Variant(name="default", weight=1.0, message=message)]
+
+
 class ChannelStrategy(StrictModel):
     strategy: Literal["preferred", "all", "first_available", "best"] = Field(
         "preferred",
@@ -172,9 +192,9 @@ class ChannelStrategy(StrictModel):
     @field_validator("order")
     @classmethod
     def _no_repeat(cls, v: list[str]) -> list[str]:
-        repeated = sorted({c for c in v if v.count(c) > 1})
+        repeated = first_repeated(v)
         if repeated:
-            raise ValueError(f"`{repeated[0]}` is listed twice in `order`: list each channel once")
+            raise ValueError(f"`{repeated}` is listed twice in `order`: list each channel once")
         return v
 
 

@@ -38,6 +38,8 @@ from core.spec_base import (
     StrictModel,
     Variant,
     Weekday,
+    effective_variants,
+    unique_variants,
 )
 from core.spec_rules import Comparison, Rule
 
@@ -67,11 +69,7 @@ class SendAction(StrictModel):
     @field_validator("variants")
     @classmethod
     def _unique_variants(cls, v: list[Variant]) -> list[Variant]:
-        names = [x.name for x in v]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"two variants are named `{repeated[0]}`: give each variant its own name")
-        return v
+        return unique_variants(v)
 
     @model_validator(mode="after")
     def _has_message(self) -> SendAction:
@@ -83,9 +81,7 @@ class SendAction(StrictModel):
 
     def effective_variants(self) -> list[Variant]:
         """The variants to assign, or one implicit variant named 'default'."""
-        if self.variants:
-            return [v if v.message else v.model_copy(update={"message": self.message}) for v in self.variants]
-        return [Variant(name="default", weight=1.0, message=self.message)]
+        return effective_variants(self.variants, self.message)
 
 
 class WaitAction(StrictModel):

@@ -29,17 +29,13 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     and_,
-    case,
-    false,
     func,
     insert,
     literal,
     select,
     text,
-    true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from audiences import assign
 from audiences.rule_context import CUSTOMER
@@ -49,8 +45,8 @@ from core.models import EntryStatus, JourneyStepLog
 from core.settings import get_settings
 from core.spec import Campaign, kind_of
 from journeys import conditions, moments
-from journeys.conditions import already_in
 from journeys.definition import entry_campaign, first_step, following, journey_channels, kinds, steps_of
+from journeys.entering import entry_select, insert_entries
 from journeys.event_entry import EVENTS, cursor, enter_on_events
 from journeys.sends import act_send
 
@@ -101,10 +97,6 @@ def changed(conn: Connection, statement: Any) -> int:
     if n < 0 and conn.dialect.name == "sqlite":
         n = conn.exec_driver_sql("SELECT changes()").scalar_one()
     return n
-
-
-def _insert_ignoring(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 class Mover:
@@ -314,32 +306,11 @@ def default_entry_key(journey: Campaign, now: datetime) -> str:
 
 
 def entry_rows(conn: Connection, journey: Campaign, now: datetime, key: str, segments: Any = None) -> Any:
-    """The rows a scheduled entry inserts: the audience with a reachable channel, control held out."""
-    camp = entry_campaign(journey)
-    cand = candidates(camp, now, bind=conn, window=False, segments=segments)
-    customer = cand.flag("customer_id")
-    first = first_step(journey)
-    control = cand.flag("control") == 1
-    mover = Mover(conn, journey, now, segments)
-    due = mover.arrival_due(first, timezone=cand.flag("timezone"))
-    moment = mover.moment()
-    return select(
-        literal(journey.name).label("journey"),
-        customer.label("customer_id"),
-        literal(key).label("entry_key"),
-        literal(first).label("step"),
-        case((control, literal(str(EntryStatus.control))), else_=literal(ACTIVE)).label("status"),
-        case((control, literal(None, moments.MOMENT)), else_=due).label("due_at"),
-        moment.label("since"),
-        literal(0).label("moves"),
-        case((control, literal(True)), else_=false()).label("in_control"),
-        moment.label("entered_at"),
-        moment.label("updated_at"),
-    ).where(
-        cand.any_ok("suppression"),
-        cand.flag("global_control") == 0,
-        ~already_in(journey, now, customer),
-    )
+    """The rows a scheduled entry inserts: the audience now, due at the first step's arrival time."""
+    cand = candidates(entry_campaign(journey), now, bind=conn, window=False, segments=segments)
+    due = Mover(conn, journey, now, segments).arrival_due(first_step(journey), timezone=cand.flag("timezone"))
+    moment = literal(now, moments.MOMENT)
+    return entry_select(journey, cand, now, literal(key), due, moment)
 
 
 def enter(
@@ -351,18 +322,12 @@ def enter(
     """
     lock_journey(conn, journey.name)
     key = entry_key or default_entry_key(journey, now)
-    rows = entry_rows(conn, journey, now, key, segments).subquery("entering")
-    columns = [c.name for c in rows.c]
     before = conn.execute(
         select(literal(1)).where(ENTRY.c.journey == journey.name, ENTRY.c.entry_key == key).limit(1)
     ).first()
     if before is not None:
         return 0  # this occurrence already entered its customers
-    conn.execute(
-        _insert_ignoring(conn, ENTRY)
-        .from_select(columns, select(rows).where(true()))
-        .on_conflict_do_nothing(index_elements=[ENTRY.c.journey, ENTRY.c.customer_id, ENTRY.c.entry_key])
-    )
+    insert_entries(conn, entry_rows(conn, journey, now, key, segments))
     record_control(conn, journey, key)
     return conn.execute(
         select(func.count()).where(ENTRY.c.journey == journey.name, ENTRY.c.entry_key == key)

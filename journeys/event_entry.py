@@ -18,26 +18,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, case, false, func, literal, select, true
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Connection, func, literal, select
 
 from audiences.event_rules import event_conditions
 from audiences.rule_context import RuleContext
 from audiences.selection import candidates
-from core.models import CustomerEvent, EntryStatus, JourneyCursor
+from core.models import CustomerEvent, JourneyCursor
 from core.spec import Campaign
 from core.spec_rules import EventCondition
-from journeys import moments
-from journeys.conditions import ENTRY, already_in
-from journeys.definition import entry_campaign, first_step
+from journeys.conditions import ENTRY
+from journeys.definition import entry_campaign
+from journeys.entering import dialect_insert, entry_select, insert_entries
 
 EVENTS = CustomerEvent.__table__
 CURSORS = JourneyCursor.__table__
 LOOKBACK = timedelta(minutes=2)
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def cursor(conn: Connection, journey: str) -> int:
@@ -85,39 +80,13 @@ def enter_on_events(conn: Connection, journey: Campaign, now: datetime, segments
         entry_campaign(journey), now, bind=conn, window=False, segments=segments,
         among=select(events.c.customer_id),
     )  # fmt: skip
-    customer = cand.flag("customer_id")
-    control = cand.flag("control") == 1
-    delay = journey.entry.delay_time
-    rows = (
-        select(
-            literal(journey.name).label("journey"),
-            customer.label("customer_id"),
-            (literal("event:") + events.c.event_id).label("entry_key"),
-            literal(first_step(journey)).label("step"),
-            case((control, literal(str(EntryStatus.control))), else_=literal(str(EntryStatus.active))).label(
-                "status"
-            ),
-            case(
-                (control, literal(None, moments.MOMENT)), else_=later(conn, events.c.occurred_at, delay)
-            ).label("due_at"),
-            literal(now, moments.MOMENT).label("since"),
-            literal(0).label("moves"),
-            case((control, literal(True)), else_=false()).label("in_control"),
-            events.c.occurred_at.label("entered_at"),
-            literal(now, moments.MOMENT).label("updated_at"),
-        )
-        .join_from(cand.sub, events, events.c.customer_id == customer)
-        .where(
-            cand.any_ok("suppression"), cand.flag("global_control") == 0, ~already_in(journey, now, customer)
-        )
-        .subquery("entering")
+    key = literal("event:") + events.c.event_id
+    due = later(conn, events.c.occurred_at, journey.entry.delay_time)
+    rows = entry_select(journey, cand, now, key, due, events.c.occurred_at).join_from(
+        cand.sub, events, events.c.customer_id == cand.flag("customer_id")
     )
     before = _count(conn, journey.name)
-    conn.execute(
-        _insert(conn, ENTRY)
-        .from_select([c.name for c in rows.c], select(rows).where(true()))
-        .on_conflict_do_nothing(index_elements=[ENTRY.c.journey, ENTRY.c.customer_id, ENTRY.c.entry_key])
-    )
+    insert_entries(conn, rows)
     move_cursor(conn, journey.name, now)
     return _count(conn, journey.name) - before
 
@@ -139,7 +108,7 @@ def move_cursor(conn: Connection, journey: str, now: datetime) -> None:
     last = conn.execute(select(func.coalesce(settled, 0))).scalar_one()
     if last <= cursor(conn, journey):
         return
-    stmt = _insert(conn, CURSORS).values(journey=journey, last_event_id=last, updated_at=now)
+    stmt = dialect_insert(conn, CURSORS).values(journey=journey, last_event_id=last, updated_at=now)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[CURSORS.c.journey], set_={"last_event_id": last, "updated_at": now}

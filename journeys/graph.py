@@ -266,7 +266,7 @@ def check_reentry(campaign: Campaign) -> list[Finding]:
     """A wait longer than the re-entry period: `every_days` does not hold for customers waiting there.
 
     A warning, not an error: the engine never enters a customer who is still in the journey
-    (journeys.engine.already_in), so nobody is in it twice; they re-enter later than written.
+    (journeys.conditions.already_in), so nobody is in it twice; they re-enter later than written.
     """
     every = campaign.reentry.every_days if campaign.reentry is not None else None
     if every is None:

@@ -39,6 +39,7 @@ from core.models import EntryStatus, JourneyEntry, JourneyStepLog, LedgerEntry
 from core.settings import Settings, get_settings
 from core.spec import Campaign, kind_of
 from journeys import engine
+from journeys.conditions import already_in
 from journeys.definition import entry_campaign, send_campaign, step_channels, steps_of
 from journeys.projection import branch_share, earliest, project
 
@@ -70,7 +71,7 @@ def entry_funnel(conn: Connection, journey: Campaign, now: datetime, segments: A
         (not_(cand.any_ok("consent")), literal("consent")),
         (not_(cand.any_ok("suppression")), literal("suppression")),
         (cand.flag("global_control") == 1, literal("global_control")),
-        (engine.already_in(journey, now, customer), literal("already_in")),
+        (already_in(journey, now, customer), literal("already_in")),
         else_=literal("enter"),
     ).label("stage")
     control = case((stage == "enter", cand.flag("control")), else_=0).label("control")
@@ -308,11 +309,7 @@ def plan_journey(
     """The journey's plan at ``now``: entry funnel, the tick's moves (rolled back), the projection, costs."""
     settings = settings or get_settings()
     with bind.connect() as conn:
-        trans = conn.begin()
-        if conn.dialect.name == "sqlite":
-            # pysqlite opens its transaction only before a statement starting with INSERT / UPDATE /
-            # DELETE: enter's `WITH ... INSERT` would run (and stay) outside it. Open it first.
-            conn.exec_driver_sql("BEGIN")
+        trans = conn.begin()  # on SQLite the engine opens it for real (journeys.engine.lock_journey)
         try:
             return _plan_in(conn, journey, now, segments, settings)
         finally:

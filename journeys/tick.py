@@ -31,7 +31,6 @@ from journeys.engine import ENTRY, Advanced, advance, enter
 
 log = logging.getLogger(__name__)
 UNFINISHED = ("running", "paused")
-OPEN = ("planned", "sending")  # not an outcome yet
 
 
 @dataclass
@@ -107,23 +106,13 @@ def send_pending(engine: Engine, journeys: list[JourneyFile], result: TickResult
             ).scalar_one()
         prepared = PreparedRun(run["id"], run["key"], send_campaign(jf.campaign, step), jf.path, recorded, 0)
         ctx = make_context(prepared)
-        before = ledger_counts(engine, run["id"])
-        with contextlib.suppress(RunPaused):
-            work(engine, ctx, timeout)
-        after = ledger_counts(engine, run["id"])
-        result.sent.update(
-            {s: after[s] - before.get(s, 0) for s in after if s not in OPEN and after[s] > before.get(s, 0)}
-        )
+        with contextlib.suppress(RunPaused):  # outcomes per batch, as they were written
+            work(engine, ctx, timeout, on_batch=lambda done: result.sent.update(+Counter(done.counts)))
         result.runs_sent += 1
         with engine.connect() as conn:
             if ledger.run_status(conn, run["id"]) == "paused":
                 result.paused.append(run["key"])
     result.send_seconds = time.perf_counter() - started
-
-
-def ledger_counts(engine: Engine, run_id: int) -> Counter:
-    with engine.connect() as conn:
-        return Counter({s: n for (_, s), n in ledger.counts(conn, run_id).items()})
 
 
 def tick(

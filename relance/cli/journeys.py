@@ -19,32 +19,22 @@ app.add_typer(journeys_app, name="journeys")
 
 
 def parse_now(now: str | None) -> datetime:
-    """``--now`` as an aware datetime (UTC when no offset is written); the current time if absent."""
-    from datetime import UTC
+    """``--now`` as an aware UTC datetime (naive input is read as UTC); the current time if absent."""
+    from delivery.ledger import RunError, run_datetime
 
-    from core.models import utcnow
-
-    if not now:
-        return utcnow()
     try:
-        at = datetime.fromisoformat(now)
-    except ValueError:
-        fail(f"--now {now!r}: write an ISO date-time, e.g. 2026-11-24T10:00:00+01:00")
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+        return run_datetime(now)
+    except RunError as exc:
+        fail(str(exc))
 
 
 def journey_files(folder: Path) -> dict[str, Any]:
     """name -> Campaign of the journey files in ``folder`` (files that do not load are left to validate)."""
-    from core.spec_loader import SpecError, load_campaign
+    from journeys.definition import load_journeys
 
     found: dict[str, Any] = {}
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            campaign = load_campaign(path)
-        except (SpecError, OSError, ValueError):
-            continue
-        if campaign.is_journey:
-            found.setdefault(campaign.name, campaign)
+    for jf in load_journeys(folder):
+        found.setdefault(jf.name, jf.campaign)
     return found
 
 
